@@ -1,0 +1,138 @@
+"""The ``chunkline`` command: run, validate or explain a spec file.
+
+Exit codes: 0 success, 1 the run failed (bad input data, a stage error, an
+output that could not be written), 2 a usage or spec error (nothing ran),
+130 interrupted with Ctrl-C (the workspace is removed, outputs untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ChunklineError, SpecError
+from .pipeline import Pipeline, load_spec
+from .sinks import atomic_write_json, to_jsonable
+from .stage import BACKENDS
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _n_jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or -1, got {text!r}") from None
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or -1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chunkline",
+        description="Run declarative chunked array pipelines in parallel.",
+        epilog="Exit codes: 0 success, 1 run failed, 2 usage or spec error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"chunkline {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def overrides(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("spec", type=Path, help="pipeline spec file (.yaml, .yml or .toml)")
+        sub.add_argument(
+            "--n-jobs", type=_n_jobs, metavar="N", help="workers (-1: all cores); overrides the spec"
+        )
+        sub.add_argument("--backend", choices=BACKENDS, help="joblib backend; overrides the spec")
+        sub.add_argument(
+            "--chunk-rows", type=_positive_int, metavar="N", help="rows per chunk; overrides the spec"
+        )
+
+    run = commands.add_parser("run", help="run a pipeline", description="Run a pipeline spec.")
+    overrides(run)
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    run.add_argument("--report", type=Path, metavar="PATH", help="write the run report as JSON")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a spec, its input files and its stages without running it",
+        description="Check the spec, the input files and every stage (on a few rows).",
+    )
+    validate.add_argument("spec", type=Path, help="pipeline spec file (.yaml, .yml or .toml)")
+
+    explain = commands.add_parser(
+        "explain",
+        help="print the plan: passes, fused stages, chunks, files, memory",
+        description="Print the compiled plan of a spec without running it.",
+    )
+    overrides(explain)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Pipeline:
+    pipeline = load_spec(args.spec)
+    chunk_rows = getattr(args, "chunk_rows", None)
+    if chunk_rows is not None:
+        pipeline = pipeline.with_settings(
+            chunks={"rows": chunk_rows, "overlap": pipeline.chunks.overlap}
+        )
+    return pipeline
+
+
+def _command(args: argparse.Namespace) -> int:
+    pipeline = _load(args)
+    if args.command == "validate":
+        plan = pipeline.plan()
+        stages = sum(len(p.stages) for p in plan.passes)
+        print(f"ok: {args.spec} is valid ({stages} stages, {len(plan.passes)} pass(es))")
+        return EXIT_OK
+    settings = {"n_jobs": args.n_jobs, "backend": args.backend}
+    if args.command == "explain":
+        print(pipeline.explain(**settings))
+        return EXIT_OK
+    result = pipeline.run(**settings, progress=False if args.quiet else None)
+    if args.report is not None:
+        atomic_write_json(args.report, result.report.to_dict())
+    if not args.quiet:
+        print(result.report.format())
+        if result.reductions:
+            print(json.dumps(to_jsonable(result.reductions), indent=2))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``chunkline`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return _command(args)
+    except SpecError as exc:
+        print(f"chunkline: spec error in {args.spec}:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ChunklineError as exc:
+        print(f"chunkline: {args.command} failed: {exc}", file=sys.stderr)
+        cause = exc.__cause__
+        if cause is not None and str(cause).strip():
+            print(f"\ncaused by:\n{str(cause).rstrip()}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("chunkline: interrupted; outputs left untouched", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

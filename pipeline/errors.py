@@ -1,0 +1,139 @@
+"""Every error chunkline raises on purpose.
+
+::
+
+    ChunklineError                 base of everything below
+    ├── SpecError (ValueError)     the pipeline as declared is wrong; nothing ran
+    │                              (CLI exit code 2). Carries every problem found.
+    ├── SourceError (OSError)      an input file is missing, unreadable or not what
+    │                              it claims to be (CLI exit code 1)
+    ├── StageError (RuntimeError)  a stage raised, or returned something that does
+    │                              not fit, on a given chunk (CLI exit code 1)
+    └── SinkError (OSError)        an output could not be written or committed
+                                   (CLI exit code 1)
+
+Each class also derives from the builtin a caller would naturally catch, so
+``except ValueError`` around a bad spec keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "ChunklineError",
+    "SinkError",
+    "SourceError",
+    "SpecError",
+    "SpecIssue",
+    "StageError",
+]
+
+
+class ChunklineError(Exception):
+    """Base class of every error chunkline raises deliberately."""
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where it is (a field path) and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class SpecError(ChunklineError, ValueError):
+    """The declared pipeline is invalid; all problems found are reported together.
+
+    Parameters
+    ----------
+    issues
+        The problems, each a :class:`SpecIssue` (field path and message), or a
+        single message string.
+    """
+
+    def __init__(self, issues: Iterable[SpecIssue] | str) -> None:
+        if isinstance(issues, str):
+            issues = [SpecIssue("", issues)]
+        self.issues: tuple[SpecIssue, ...] = tuple(issues)
+        super().__init__(self.issues)
+
+    def __str__(self) -> str:
+        if len(self.issues) == 1:
+            return str(self.issues[0])
+        lines = [f"{len(self.issues)} problems in the pipeline spec:"]
+        lines += [f"  - {issue}" for issue in self.issues]
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[SpecIssue, ...]]]:
+        return (type(self), (self.issues,))
+
+    @classmethod
+    def at(cls, path: str, message: str) -> SpecError:
+        """A single problem at field ``path``.
+
+        >>> str(SpecError.at("chunks.rows", "expected a positive integer, got -3"))
+        'chunks.rows: expected a positive integer, got -3'
+        """
+        return cls([SpecIssue(path, message)])
+
+    def prefixed(self, prefix: str) -> SpecError:
+        """The same problems, with ``prefix`` put in front of every field path.
+
+        >>> str(SpecError.at("n_jobs", "bad").prefixed("stages[1]"))
+        'stages[1].n_jobs: bad'
+        """
+        def join(path: str) -> str:
+            if not path:
+                return prefix
+            return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+        return SpecError(SpecIssue(join(i.path), i.message) for i in self.issues)
+
+
+class SourceError(ChunklineError, OSError):
+    """An input file is missing, unreadable, truncated or of the wrong format."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SinkError(ChunklineError, OSError):
+    """An output could not be written or committed to its final path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StageError(ChunklineError, RuntimeError):
+    """A stage failed on one chunk.
+
+    The message names the stage, the chunk index and its row range; the
+    original exception is chained as ``__cause__`` (with its traceback, also
+    when it happened in a worker process).
+    """
+
+    def __init__(self, stage: str, chunk: int | None, rows: tuple[int, int] | None, reason: str):
+        self.stage = stage
+        self.chunk = chunk
+        self.rows = rows
+        self.reason = reason
+        super().__init__(stage, chunk, rows, reason)
+
+    def __str__(self) -> str:
+        where = ""
+        if self.chunk is not None:
+            where = f" on chunk {self.chunk}"
+            if self.rows is not None:
+                where += f" (rows {self.rows[0]}-{self.rows[1]})"
+        return f"stage {self.stage!r} failed{where}: {self.reason}"

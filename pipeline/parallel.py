@@ -1,0 +1,87 @@
+"""Resolving ``n_jobs`` and the backend, in one place.
+
+Precedence, as in joblib: an explicit setting (stage, then pipeline or run
+call) wins over a ``joblib.parallel_config`` context set by the caller, which
+wins over chunkline's default of all cores (``n_jobs=-1``) on ``loky``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+from joblib.parallel import get_active_backend
+from threadpoolctl import threadpool_limits
+
+__all__ = ["ParallelSettings", "resolve_parallel"]
+
+
+@dataclass(frozen=True)
+class ParallelSettings:
+    """How one pass runs: the arguments given to ``joblib.Parallel`` and what they mean.
+
+    ``n_jobs`` and ``backend`` are ``None`` when a caller's ``parallel_config``
+    supplies them.
+    """
+
+    n_jobs: int | None
+    backend: str | None
+    backend_name: str
+    n_workers: int
+    uses_threads: bool
+
+    @property
+    def blas_threads(self) -> int:
+        """BLAS/OpenMP threads per worker so that workers x threads <= cores."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.n_workers))
+
+    def describe(self) -> str:
+        """e.g. ``"n_jobs=2 (2 workers) on loky, 1 BLAS thread each"``."""
+        threads = self.blas_threads
+        return (
+            f"{self.n_workers} worker{'s' if self.n_workers != 1 else ''} on "
+            f"{self.backend_name}, {threads} BLAS thread{'s' if threads != 1 else ''} each"
+        )
+
+    @contextmanager
+    def activate(self) -> Iterator[None]:
+        """Context in which ``Parallel(n_jobs=self.n_jobs, backend=self.backend)`` runs.
+
+        loky already caps the BLAS threads of its worker processes; thread-based
+        backends share the parent's thread pools, so those are capped here.
+        """
+        limit = threadpool_limits(self.blas_threads) if self.uses_threads else nullcontext()
+        with limit:
+            yield
+
+    def parallel(self, **kwargs: Any) -> joblib.Parallel:
+        """A ``joblib.Parallel`` configured for this pass."""
+        return joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend, **kwargs)
+
+
+def _backend_name(backend: Any) -> str:
+    name = type(backend).__name__
+    return name.removesuffix("Backend").lower() or name
+
+
+def resolve_parallel(n_jobs: int | None, backend: str | None) -> ParallelSettings:
+    """Settings for explicit ``n_jobs``/``backend`` (``None`` = not set here)."""
+    context = joblib.parallel_config(backend=backend) if backend is not None else nullcontext()
+    with context:
+        active, context_n_jobs = get_active_backend()
+        if n_jobs is None and context_n_jobs is None:
+            n_jobs = -1
+        effective = joblib.effective_n_jobs(n_jobs if n_jobs is not None else context_n_jobs)
+    if backend == "sequential":
+        effective = 1
+    return ParallelSettings(
+        n_jobs=n_jobs,
+        backend=backend,
+        backend_name=_backend_name(active),
+        n_workers=max(1, int(effective)),
+        uses_threads=bool(getattr(active, "uses_threads", False)) or backend == "threading",
+    )

@@ -1,0 +1,252 @@
+"""The :class:`Pipeline`: a declared source, stages and sink, and how to run it.
+
+A pipeline is data: it can be built, compared, validated, explained and
+written back as a spec without running anything. ``n_jobs`` and the backend
+may be supplied when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import SpecError, SpecIssue
+from .execute import execute_plan
+from .plan import Plan, build_plan
+from .progress import should_show
+from .report import RunReport
+from .spec import (
+    normalize_chunks,
+    normalize_sink,
+    normalize_source,
+    normalize_stages,
+    parse_spec,
+    read_spec_file,
+)
+from .stage import Stage, check_parallel_settings
+from .workspace import Workspace
+
+__all__ = ["Pipeline", "RunResult", "load_spec"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :meth:`Pipeline.run` returns.
+
+    Attributes
+    ----------
+    output
+        The data after the last stage that changes it: an array in memory, or
+        a read-only memmap of the sink's ``.npy`` file; ``None`` when nothing
+        was written (a pipeline of reductions only, without an ``npy`` sink).
+    y
+        The aligned ``y`` after filters, likewise (``None`` without ``y``).
+    reductions
+        Results of the ``reduce`` stages, by stage name, in stage order.
+    report
+        Timings, rows and memory per pass and stage.
+    """
+
+    output: np.ndarray | None
+    y: np.ndarray | None
+    reductions: dict[str, Any]
+    report: RunReport
+
+
+@dataclass(frozen=True, eq=False)
+class Pipeline:
+    """A chunked pipeline: read ``source`` in chunks, run ``stages``, write ``sink``.
+
+    Parameters
+    ----------
+    source
+        Path of an ``.npy`` file, an array, ``{"npy": path, "y": path}`` or an
+        :class:`ArraySource`.
+    stages
+        :class:`Map`, :class:`Filter` and :class:`Reduce` objects, or their spec
+        mappings (``{"map": "numpy.nan_to_num"}``).
+    sink
+        ``None`` to return the output in memory, a ``.npy`` path, or
+        ``{"npy": path, "y": path, "reductions": path.json}``.
+    chunks
+        Rows per chunk (int), bytes per chunk (``"64MB"``), or a mapping with
+        one of ``rows``/``bytes``/``memory`` and an optional ``overlap``.
+    n_jobs, backend
+        Default parallel settings of every stage (joblib's meaning); when not
+        given, a caller's ``joblib.parallel_config`` applies, else all cores on
+        ``loky``.
+    name
+        Shown in reports.
+    workspace
+        Folder under which the run's temporary workspace is created
+        (default: the system's temporary folder).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pipeline import Map, Pipeline, Reduce
+    >>> x = np.arange(12.0).reshape(6, 2)
+    >>> result = Pipeline(x, [Map(np.sqrt), Reduce("max")], chunks=4, n_jobs=1).run()
+    >>> bool(np.array_equal(result.output, np.sqrt(x)))
+    True
+    >>> result.reductions["max"].tolist()
+    [3.1622776601683795, 3.3166247903554342]
+    """
+
+    # Loose inputs are normalized in __post_init__: afterwards ``source`` is an
+    # ArraySource, ``stages`` a tuple of Stage, ``sink`` an ArraySink and
+    # ``chunks`` a ChunkSpec.
+    source: Any
+    stages: Sequence[Any] = ()
+    sink: Any = None
+    chunks: Any = None
+    n_jobs: int | None = None
+    backend: str | None = None
+    name: str = "pipeline"
+    workspace: str | os.PathLike[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        issues: list[SpecIssue] = []
+        for key, normalize in (
+            ("source", normalize_source),
+            ("stages", normalize_stages),
+            ("sink", normalize_sink),
+            ("chunks", normalize_chunks),
+        ):
+            try:
+                object.__setattr__(self, key, normalize(getattr(self, key)))
+            except SpecError as exc:
+                issues.extend(exc.prefixed(key).issues)
+        try:
+            check_parallel_settings(self.n_jobs, self.backend, "")
+        except SpecError as exc:
+            issues.extend(exc.issues)
+        if issues:
+            raise SpecError(issues)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Pipeline:
+        """Build a pipeline from a spec mapping (the parsed form of a spec file)."""
+        return cls(**parse_spec(spec))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Pipeline:
+        """Load a YAML or TOML spec file (relative paths are relative to the CWD)."""
+        return cls.from_dict(read_spec_file(path))
+
+    def with_settings(self, **changes: Any) -> Pipeline:
+        """A copy with some fields changed (e.g. ``chunks=1000``)."""
+        return replace(self, **changes)
+
+    def plan(self, *, n_jobs: int | None = None, backend: str | None = None) -> Plan:
+        """Check the source and every stage, and compile the plan, without running it."""
+        check_parallel_settings(n_jobs, backend, "")
+        with Workspace(self.workspace) as workspace:
+            opened = self.source.open(workspace)
+            return build_plan(self, opened, n_jobs=n_jobs, backend=backend)
+
+    def explain(self, *, n_jobs: int | None = None, backend: str | None = None) -> str:
+        """The plan as text: passes, fused stages, chunks, output files, memory."""
+        return self.plan(n_jobs=n_jobs, backend=backend).explain()
+
+    def run(
+        self,
+        *,
+        n_jobs: int | None = None,
+        backend: str | None = None,
+        progress: bool | None = None,
+    ) -> RunResult:
+        """Run the pipeline.
+
+        Parameters
+        ----------
+        n_jobs, backend
+            Override the pipeline's defaults for this run (a stage's own
+            settings still win).
+        progress
+            Show a progress bar per pass; by default only when stdout is a
+            terminal.
+
+        Raises
+        ------
+        SourceError
+            An input file is missing or invalid; nothing was written.
+        StageError
+            A stage failed; the sink's final paths are untouched.
+        """
+        check_parallel_settings(n_jobs, backend, "")
+        with Workspace(self.workspace) as workspace:
+            opened = self.source.open(workspace)
+            plan = build_plan(self, opened, n_jobs=n_jobs, backend=backend)
+            out = execute_plan(
+                plan,
+                opened,
+                self.sink,
+                workspace,
+                overlap=self.chunks.overlap,
+                show_progress=should_show(progress),
+            )
+        assert out.report is not None
+        return RunResult(output=out.x, y=out.y, reductions=out.reductions, report=out.report)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec mapping of this pipeline (for stages given by import string or name)."""
+        spec: dict[str, Any] = {"name": self.name, "source": self.source.to_dict()}
+        chunks = {
+            k: getattr(self.chunks, k)
+            for k in ("rows", "bytes", "memory", "overlap")
+            if getattr(self.chunks, k)
+        }
+        if chunks:
+            spec["chunks"] = chunks
+        parallel = {k: getattr(self, k) for k in ("n_jobs", "backend") if getattr(self, k)}
+        if parallel:
+            spec["parallel"] = parallel
+        spec["stages"] = [_stage_to_dict(stage) for stage in self.stages]
+        if self.sink.to_dict():
+            spec["sink"] = self.sink.to_dict()
+        if self.workspace is not None:
+            spec["workspace"] = os.fspath(self.workspace)
+        return spec
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        try:
+            return self.to_dict() == other.to_dict()
+        except TypeError:
+            return self is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _stage_to_dict(stage: Stage) -> dict[str, Any]:
+    target = getattr(stage, "target", "")
+    if not target or target == "custom":
+        raise TypeError(
+            f"stage {stage.name!r} was built from a Python object; only stages given by "
+            "name or import string can be written as a spec"
+        )
+    spec: dict[str, Any] = {"name": stage.name, stage.kind: target}
+    params = getattr(stage, "params", None)
+    if params:
+        spec["params"] = dict(params)
+    for key in ("n_jobs", "backend"):
+        if getattr(stage, key) is not None:
+            spec[key] = getattr(stage, key)
+    return spec
+
+
+def load_spec(path: str | os.PathLike[str]) -> Pipeline:
+    """Load a YAML or TOML spec file into a :class:`Pipeline`.
+
+    Raises
+    ------
+    SpecError
+        With every problem in the file, each with its field path.
+    """
+    return Pipeline.from_file(path)

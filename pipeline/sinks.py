@@ -1,0 +1,193 @@
+"""Where results go, and how they get there without half-written files.
+
+Array outputs are preallocated ``.npy`` files. Workers write their rows in
+place with ``pwrite`` at the row's byte offset: like writing into a shared
+memmap, but without a page fault on every first-touched output page, which
+is most of the cost of writing through a mapping (see ``benchmarks/``).
+Filtered (variable-length) outputs are written by each worker as its own part
+file and then assembled in chunk order with ``copy_file_range``, so the
+parent never holds the data.
+
+A final output is written under a hidden temporary name in its target folder
+and renamed into place only after every chunk succeeded, so its final path
+never holds a partial file and an existing file there survives a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SinkError, SpecError
+from .sources import ArrayRef, read_npy_ref
+
+__all__ = [
+    "ArraySink",
+    "allocate_npy",
+    "assemble_parts",
+    "atomic_write_json",
+    "temporary_sibling",
+    "to_jsonable",
+    "write_part",
+    "write_rows",
+]
+
+
+def temporary_sibling(final: str | os.PathLike[str]) -> str:
+    """A hidden, unique temporary path in the same folder as ``final``.
+
+    Same folder, so that the final ``os.replace`` is an atomic rename.
+    """
+    final = Path(final)
+    return str(final.with_name(f".{final.name}.chunkline-{secrets.token_hex(4)}.tmp"))
+
+
+def allocate_npy(path: str, dtype: np.dtype, shape: tuple[int, ...]) -> ArrayRef:
+    """Create an ``.npy`` file of the given shape (sparse: no data written yet)."""
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        f.truncate(offset + nbytes)
+    return ArrayRef(path, dtype.str, tuple(shape), offset)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    # A single pwrite may write fewer bytes than asked (e.g. over 2 GiB).
+    while len(data):
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def write_rows(target: ArrayRef, start: int, block: np.ndarray) -> None:
+    """Write ``block`` as rows ``start:start + len(block)`` of the ``.npy`` ``target``."""
+    if block.shape[0] == 0:
+        return
+    data = np.ascontiguousarray(block, dtype=target.dtype)
+    fd = os.open(target.path, os.O_WRONLY)
+    try:
+        _pwrite_all(fd, memoryview(data).cast("B"), target.offset + start * target.row_nbytes)
+    finally:
+        os.close(fd)
+
+
+def write_part(folder: str, index: int, block: np.ndarray) -> None:
+    """Write one chunk's filtered rows as part file ``index`` of ``folder``."""
+    if block.shape[0]:
+        np.save(os.path.join(folder, f"part-{index:06d}.npy"), np.ascontiguousarray(block))
+
+
+def assemble_parts(
+    folder: str, counts: Sequence[int], target: str, dtype: np.dtype, tail: tuple[int, ...]
+) -> ArrayRef:
+    """Concatenate a folder's part files in chunk order into a new ``.npy`` ``target``."""
+    out = allocate_npy(target, dtype, (int(sum(counts)), *tail))
+    position = out.offset
+    with open(target, "r+b") as dst:
+        for index, count in enumerate(counts):
+            if count == 0:
+                continue
+            part = read_npy_ref(os.path.join(folder, f"part-{index:06d}.npy"), what="part")
+            length = count * out.row_nbytes
+            with open(part.path, "rb") as src:
+                _copy_range(src.fileno(), dst.fileno(), part.offset, position, length)
+            position += length
+    return out
+
+
+def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+    """Copy bytes between files inside the kernel where the OS allows it."""
+    while length > 0:
+        try:
+            done = os.copy_file_range(src, dst, length, src_offset, dst_offset)
+        except (AttributeError, OSError):  # not Linux, or a filesystem without support
+            done = os.pwrite(dst, os.pread(src, min(length, 64 * 2**20), src_offset), dst_offset)
+        if done == 0:
+            raise SinkError("part file ended early while assembling the output")
+        src_offset, dst_offset, length = src_offset + done, dst_offset + done, length - done
+
+
+def to_jsonable(value: Any) -> Any:
+    """Reduction results (NumPy arrays and scalars, dicts, tuples) as plain JSON values.
+
+    NaN and infinities become ``null``, since JSON has no such numbers.
+
+    >>> to_jsonable({"mean": np.array([1.0, np.nan]), "count": np.int64(3)})
+    {'mean': [1.0, None], 'count': 3}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [to_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` via a temporary file and a rename."""
+    tmp = temporary_sibling(path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(to_jsonable(value), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArraySink:
+    """Where a run's results go.
+
+    Parameters
+    ----------
+    npy
+        Path of the ``.npy`` file receiving the data output; ``None`` returns
+        it in memory instead (when any stage changes the data).
+    y
+        Path of the ``.npy`` file receiving the aligned ``y`` after filters.
+    reductions
+        Path of a JSON file receiving the results of the ``reduce`` stages.
+    """
+
+    npy: str | None = None
+    y: str | None = None
+    reductions: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("npy", "y", "reductions"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise SpecError.at(key, f"expected a file path, got {value!r}")
+            object.__setattr__(self, key, os.fspath(value))
+        if self.y is not None and self.npy is None:
+            raise SpecError.at("y", "needs npy too (y is written beside the data)")
+        if self.npy is not None and not self.npy.endswith(".npy"):
+            raise SpecError.at("npy", f"expected a path ending in .npy, got {self.npy!r}")
+        paths = [p for p in (self.npy, self.y, self.reductions) if p is not None]
+        if len(set(map(os.path.abspath, paths))) < len(paths):
+            raise SpecError.at("", "npy, y and reductions must be different files")
+
+    def describe(self) -> str:
+        """A one-line description for ``explain``."""
+        parts = [f"{k} {getattr(self, k)}" for k in ("npy", "y", "reductions") if getattr(self, k)]
+        return "; ".join(parts) or "in memory"
+
+    def to_dict(self) -> dict[str, str]:
+        """The spec form of this sink."""
+        return {k: getattr(self, k) for k in ("npy", "y", "reductions") if getattr(self, k)}

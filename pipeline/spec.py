@@ -1,0 +1,292 @@
+"""Spec files and loose Python arguments, normalized into canonical objects.
+
+Everything a user may write in a spec (YAML or TOML) or pass to
+:class:`~pipeline.Pipeline` goes through the ``normalize_*`` functions here,
+once. Each returns the canonical frozen value (:class:`ChunkSpec`,
+:class:`ArraySource`, :class:`ArraySink`, stage objects) or raises a
+:class:`SpecError` whose field paths point into the spec. All problems in a
+spec are collected and reported together; unknown keys are errors, with a
+"did you mean" where one is close.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .chunking import ChunkSpec, parse_bytes
+from .errors import SpecError, SpecIssue
+from .registry import did_you_mean
+from .sinks import ArraySink
+from .sources import ArraySource
+from .stage import Filter, Map, Reduce, Stage, check_parallel_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "STAGE_KINDS",
+    "TOP_LEVEL_KEYS",
+    "normalize_chunks",
+    "normalize_sink",
+    "normalize_source",
+    "normalize_stage",
+    "normalize_stages",
+    "parse_spec",
+    "read_spec_file",
+]
+
+T = TypeVar("T")
+
+TOP_LEVEL_KEYS = ("name", "source", "chunks", "parallel", "stages", "sink", "workspace")
+_STAGE_COMMON = ("name", "params", "n_jobs", "backend")
+STAGE_KINDS: dict[str, type[Stage]] = {"map": Map, "filter": Filter, "reduce": Reduce}
+_STAGE_KEYS = {
+    "map": _STAGE_COMMON,
+    "filter": _STAGE_COMMON,
+    "reduce": (*_STAGE_COMMON, "chunk", "combine", "finalize"),
+}
+
+
+def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    issues = []
+    for key in mapping:
+        if key not in allowed:
+            hint = did_you_mean(str(key), allowed)
+            issues.append(
+                SpecIssue(
+                    f"{where}.{key}" if where else str(key),
+                    f"unknown key{hint}; allowed keys: {', '.join(allowed)}",
+                )
+            )
+    if issues:
+        raise SpecError(issues)
+
+
+def _expect_mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError.at(where, f"expected a mapping, got {type(value).__name__} {value!r}")
+    return value
+
+
+def normalize_chunks(value: Any) -> ChunkSpec:
+    """Chunk size from ``None``, rows (int), bytes (``"64MB"``), a mapping, or a ChunkSpec.
+
+    >>> normalize_chunks(1000)
+    ChunkSpec(rows=1000, bytes=None, memory=None, overlap=0)
+    >>> normalize_chunks({"bytes": "1MB", "overlap": 2})
+    ChunkSpec(rows=None, bytes=1000000, memory=None, overlap=2)
+    """
+    if value is None:
+        return ChunkSpec()
+    if isinstance(value, ChunkSpec):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ChunkSpec(rows=value)
+    if isinstance(value, str):
+        value = {"bytes": value}
+    mapping = dict(_expect_mapping(value, ""))
+    _check_keys(mapping, ("rows", "bytes", "memory", "overlap"), "")
+    for key in ("bytes", "memory"):
+        if isinstance(mapping.get(key), str):
+            try:
+                mapping[key] = parse_bytes(mapping[key])
+            except ValueError as exc:
+                raise SpecError.at(key, str(exc)) from None
+    return ChunkSpec(**mapping)
+
+
+def _path_field(value: Any, where: str) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise SpecError.at(where, f"expected a file path, got {value!r}")
+    return os.fspath(value)
+
+
+def normalize_source(value: Any) -> ArraySource:
+    """A source from a path, an array, ``{"npy": path, "y": path}`` or an ArraySource."""
+    if isinstance(value, ArraySource):
+        return value
+    if isinstance(value, (str, os.PathLike, np.ndarray)):
+        return ArraySource(value)
+    mapping = _expect_mapping(value, "")
+    _check_keys(mapping, ("npy", "y"), "")
+    if "npy" not in mapping:
+        raise SpecError.at("", "expected a source kind: npy (e.g. {npy: data/x.npy})")
+    x = mapping["npy"]
+    x = x if isinstance(x, np.ndarray) else _path_field(x, "npy")
+    y = mapping.get("y")
+    if y is not None and not isinstance(y, np.ndarray):
+        y = _path_field(y, "y")
+    return ArraySource(x, y)
+
+
+def normalize_sink(value: Any) -> ArraySink:
+    """A sink from ``None`` (in memory), an ``.npy`` path, a mapping, or an ArraySink."""
+    if value is None:
+        return ArraySink()
+    if isinstance(value, ArraySink):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return ArraySink(npy=os.fspath(value))
+    mapping = _expect_mapping(value, "")
+    _check_keys(mapping, ("npy", "y", "reductions"), "")
+    return ArraySink(**mapping)
+
+
+def normalize_stage(value: Any) -> Stage:
+    """A stage object from itself, or from its spec mapping (``{"map": ..., ...}``)."""
+    if isinstance(value, Stage):
+        return value
+    mapping = _expect_mapping(value, "")
+    kinds = [k for k in STAGE_KINDS if k in mapping]
+    if len(kinds) != 1:
+        found = f"found {', '.join(kinds)}" if kinds else "found none"
+        unknown = [k for k in mapping if k not in {*STAGE_KINDS, *_STAGE_COMMON}]
+        hint = did_you_mean(str(unknown[0]), list(STAGE_KINDS)) if unknown else ""
+        raise SpecError.at(
+            "",
+            f"a stage needs exactly one of {', '.join(STAGE_KINDS)} ({found}){hint}",
+        )
+    kind = kinds[0]
+    _check_keys(mapping, (kind, *_STAGE_KEYS[kind]), "")
+    fields = {k: v for k, v in mapping.items() if k != kind}
+    target = mapping[kind]
+    if kind == "reduce" and isinstance(target, Mapping):
+        _check_keys(target, ("chunk", "combine", "finalize"), "reduce")
+        fields.update(target)
+        target = None
+    elif not isinstance(target, str):
+        raise SpecError.at(kind, f"expected a name or an import string, got {target!r}")
+    return STAGE_KINDS[kind](target, **fields)
+
+
+def _collect(items: Sequence[tuple[str, Callable[[], T]]]) -> tuple[dict[str, T], list[SpecIssue]]:
+    """Run each named normalizer; gather results and every problem (with path)."""
+    results: dict[str, T] = {}
+    issues: list[SpecIssue] = []
+    for where, build in items:
+        try:
+            results[where] = build()
+        except SpecError as exc:
+            issues.extend(exc.prefixed(where).issues)
+        except (ValueError, TypeError) as exc:
+            issues.append(SpecIssue(where, str(exc)))
+    return results, issues
+
+
+def normalize_stages(value: Any) -> tuple[Stage, ...]:
+    """Stages from a list of stage objects or spec mappings; names must be unique."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise SpecError.at("", f"expected a list of stages, got {type(value).__name__}")
+    built, issues = _collect(
+        [(f"[{i}]", lambda item=item: normalize_stage(item)) for i, item in enumerate(value)]
+    )
+    stages = [built[f"[{i}]"] for i in range(len(value)) if f"[{i}]" in built]
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(value):
+        made = built.get(f"[{i}]")
+        if made is None:
+            continue
+        if made.name in seen:
+            issues.append(
+                SpecIssue(
+                    f"[{i}].name",
+                    f"duplicate stage name {made.name!r} (also stages[{seen[made.name]}]); "
+                    "give each stage a unique name",
+                )
+            )
+        seen[made.name] = i
+    if issues:
+        raise SpecError(issues)
+    return tuple(stages)
+
+
+def parse_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a whole spec mapping; return canonical keyword arguments for Pipeline.
+
+    Raises
+    ------
+    SpecError
+        With every problem found, each with its field path.
+    """
+    if not isinstance(spec, Mapping):
+        raise SpecError.at("", f"a spec must be a mapping at the top level, got {type(spec).__name__}")
+    issues: list[SpecIssue] = []
+    try:
+        _check_keys(spec, TOP_LEVEL_KEYS, "")
+    except SpecError as exc:
+        issues.extend(exc.issues)
+    if "source" not in spec:
+        issues.append(SpecIssue("source", "missing; e.g. source: {npy: data/x.npy}"))
+    parallel = spec.get("parallel") or {}
+
+    def parse_parallel() -> dict[str, Any]:
+        mapping = _expect_mapping(parallel, "")
+        _check_keys(mapping, ("n_jobs", "backend"), "")
+        check_parallel_settings(mapping.get("n_jobs"), mapping.get("backend"), "")
+        return dict(mapping)
+
+    def parse_name() -> str:
+        name = spec.get("name", "pipeline")
+        if not isinstance(name, str) or not name:
+            raise SpecError.at("", f"expected a non-empty string, got {name!r}")
+        return name
+
+    def parse_workspace() -> str | None:
+        value = spec.get("workspace")
+        return None if value is None else _path_field(value, "")
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("name", parse_name),
+        ("chunks", lambda: normalize_chunks(spec.get("chunks"))),
+        ("parallel", parse_parallel),
+        ("stages", lambda: normalize_stages(spec.get("stages"))),
+        ("sink", lambda: normalize_sink(spec.get("sink"))),
+        ("workspace", parse_workspace),
+    ]
+    if "source" in spec:
+        steps.insert(1, ("source", lambda: normalize_source(spec["source"])))
+    built, more = _collect(steps)
+    issues.extend(more)
+    if issues:
+        raise SpecError(issues)
+    parallel_settings = built.pop("parallel")
+    return {**built, **parallel_settings}
+
+
+def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) spec file into a mapping.
+
+    Raises
+    ------
+    SpecError
+        If the file is missing, of an unknown type, or not valid YAML/TOML.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError.at("", f"spec file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise SpecError.at("", f"{path}: expected a .yaml, .yml or .toml spec file")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError.at("", f"{path} is not valid {suffix[1:].upper()}: {exc}") from None
+    if data is None:
+        raise SpecError.at("", f"{path} is empty")
+    return data
