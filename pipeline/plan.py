@@ -180,9 +180,10 @@ class Plan:
 
     def explain(self) -> str:
         """The plan as text: passes, fused stages, chunks, files, memory."""
-        lines = [f"pipeline {self.name!r}", f"source: {self.source}", f"sink: {self.sink}"]
+        lines = [f"pipeline {self.name!r}", f"source: {self.source}"]
         if self.passes:
             lines.append(f"  rows: {self.passes[0].input_meta.describe()}")
+        lines.append(f"sink: {self.sink}")
         lines.append(f"chunks: {self.chunks.describe()}")
         for p in self.passes:
             lines.append(f"pass {p.index + 1} of {len(self.passes)}: {p.parallel.describe()}")
