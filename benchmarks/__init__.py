@@ -1,0 +1,1 @@
+"""Benchmarks: chunkline against what a user would otherwise write (see README.md)."""

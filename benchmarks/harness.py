@@ -552,6 +552,16 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _load_line(when: str) -> str:
+    """Load average as text; above nproc means the runs competed for CPU."""
+    return (
+        "Load average (1, 5, 15 min) "
+        + when
+        + ": "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+
+
 def machine_details() -> str:
     """One line describing the machine and the software versions.
 
@@ -597,7 +607,9 @@ def format_report(
     title : str, optional
         Heading of the report.
     machine : str, optional
-        Machine line; :func:`machine_details` by default.
+        Machine line; :func:`machine_details` now by default. Pass the one
+        taken before the runs, so that its load average tells how busy the
+        machine was when they started (the one at the end is added below).
     notes : sequence of str, optional
         Extra lines printed under the table.
 
@@ -679,6 +691,7 @@ def format_report(
         "memory summed over the process tree; anon = RssAnon, the memory that counts "
         "(RSS includes memory-mapped file pages)."
     )
+    lines.append(_load_line("at the end"))
     lines += list(notes)
     failures = [r for r in results if r.returncode is not None and (not r.ok or r.note)]
     if failures:
@@ -688,6 +701,8 @@ def format_report(
             lines.append(
                 f"- `{r.name}` round {r.round + 1}: {what}" + (f", {r.note}" if r.note else "")
             )
+            if not r.ok and not r.stderr_tail:
+                lines.append("  (it printed nothing)")
             if r.stderr_tail:
                 lines += [
                     "",
@@ -738,8 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     baseline = args.baseline or args.impl[0].name
+    machine = machine_details()
     results = run_benchmark(args.impl, repeat=args.repeat, timeout=args.timeout)
-    report = format_report(results, baseline=baseline, title=args.title)
+    report = format_report(results, baseline=baseline, title=args.title, machine=machine)
     print(report)
     if args.out:
         args.out.write_text(report)

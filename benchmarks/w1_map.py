@@ -41,7 +41,7 @@ from typing import Protocol
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from benchmarks.harness import MB, Implementation, format_report, run_benchmark
+from benchmarks.harness import MB, Implementation, format_report, machine_details, run_benchmark
 
 N_COLS = 8
 DTYPE = np.dtype(np.float64)
@@ -176,6 +176,8 @@ def make_input(out_dir: Path, rows: int, *, seed: int = 0, block_rows: int = 1_0
 
 
 class Runner(Protocol):
+    """How every implementation is called: read ``in_path``, write ``out_path``."""
+
     def __call__(
         self, in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int
     ) -> None: ...
@@ -226,8 +228,9 @@ def run_pool(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: 
     x = np.load(in_path, mmap_mode="r")
     out = open_memmap(out_path, mode="w+", dtype=x.dtype, shape=x.shape)
     bounds = chunk_bounds(len(x), chunk_bytes or DEFAULT_CHUNK_BYTES, x[0].nbytes)
-    # np.asarray: a plain ndarray view, pickled as its bytes (a memmap
-    # subclass would unpickle as a broken memmap in the worker).
+    # np.asarray: a plain ndarray view, pickled as its bytes; a memmap slice
+    # would arrive as an np.memmap backed by no file, and results would
+    # come back as that subclass too.
     chunks = (np.asarray(x[start:stop]) for start, stop in bounds)
     pool = multiprocessing.Pool(n_jobs)
     try:
@@ -269,13 +272,13 @@ def run_chunkline(
             f"chunkline's engine is not importable ({exc}); `from pipeline import Map, Pipeline` "
             f"must work from {REPO_ROOT}."
         ) from exc
-    options = {} if chunk_bytes is None else {"chunks": {"bytes": chunk_bytes}}
     Pipeline(
         source=str(in_path),
         stages=[Map(w1_formula, name="w1")],
         sink=str(out_path),
         n_jobs=workers,
-        **options,
+        # None is Pipeline's own default: chunkline picks the chunk size.
+        chunks=None if chunk_bytes is None else {"bytes": chunk_bytes},
     ).run()
 
 
@@ -435,6 +438,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # Only here: `run` forks Pool workers, which must keep the default
     # SIGTERM behaviour that Pool.terminate() relies on.
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    # Taken before anything runs: its load average is the machine's own.
+    machine = machine_details()
     data = Path(tempfile.mkdtemp(prefix="chunkline-w1-", dir=args.tmp_dir))
     try:
         print(
@@ -462,6 +467,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = format_report(
             results,
             baseline=BASELINE,
+            machine=machine,
             title=f"W1 map: {args.rows:,} x {N_COLS} float64 ({input_bytes / MB:.0f} MB), "
             ".npy -> .npy",
             notes=notes,

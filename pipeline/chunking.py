@@ -122,9 +122,7 @@ class ChunkSpec:
             ):
                 raise SpecError.at(key, f"expected a positive integer, got {value!r}")
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 0:
-            raise SpecError.at(
-                "overlap", f"expected a non-negative integer, got {self.overlap!r}"
-            )
+            raise SpecError.at("overlap", f"expected a non-negative integer, got {self.overlap!r}")
 
     def describe(self) -> str:
         """A short human description, e.g. ``"rows=1000"`` or ``"default (4 MiB)"``."""
@@ -194,8 +192,7 @@ def plan_chunks(n_rows: int, chunk_rows: int, overlap: int = 0) -> tuple[Chunk, 
     """
     if n_rows < 0 or chunk_rows <= 0 or overlap < 0:
         raise ValueError(
-            f"need n_rows >= 0, chunk_rows > 0, overlap >= 0; "
-            f"got {n_rows}, {chunk_rows}, {overlap}"
+            f"need n_rows >= 0, chunk_rows > 0, overlap >= 0; got {n_rows}, {chunk_rows}, {overlap}"
         )
     return tuple(
         Chunk(

@@ -56,11 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     def overrides(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("spec", type=Path, help="pipeline spec file (.yaml, .yml or .toml)")
         sub.add_argument(
-            "--n-jobs", type=_n_jobs, metavar="N", help="workers (-1: all cores); overrides the spec"
+            "--n-jobs",
+            type=_n_jobs,
+            metavar="N",
+            help="workers (-1: all cores); overrides the spec",
         )
         sub.add_argument("--backend", choices=BACKENDS, help="joblib backend; overrides the spec")
         sub.add_argument(
-            "--chunk-rows", type=_positive_int, metavar="N", help="rows per chunk; overrides the spec"
+            "--chunk-rows",
+            type=_positive_int,
+            metavar="N",
+            help="rows per chunk; overrides the spec",
         )
 
     run = commands.add_parser("run", help="run a pipeline", description="Run a pipeline spec.")

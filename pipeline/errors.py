@@ -87,6 +87,7 @@ class SpecError(ChunklineError, ValueError):
         >>> str(SpecError.at("n_jobs", "bad").prefixed("stages[1]"))
         'stages[1].n_jobs: bad'
         """
+
         def join(path: str) -> str:
             if not path:
                 return prefix

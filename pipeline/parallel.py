@@ -35,6 +35,15 @@ class ParallelSettings:
     uses_threads: bool
 
     @property
+    def owns_worker_processes(self) -> bool:
+        """Whether tasks run in a process pool of joblib's own (not the caller's process).
+
+        Such processes can be tuned for chunk work; threads, the sequential
+        backend and dask's workers (shared with other users) are left alone.
+        """
+        return self.backend_name in ("loky", "multiprocessing") and self.n_workers > 1
+
+    @property
     def blas_threads(self) -> int:
         """BLAS/OpenMP threads per worker so that workers x threads <= cores."""
         return max(1, (os.cpu_count() or 1) // max(1, self.n_workers))

@@ -94,7 +94,7 @@ class Pipeline:
     >>> bool(np.array_equal(result.output, np.sqrt(x)))
     True
     >>> result.reductions["max"].tolist()
-    [3.1622776601683795, 3.3166247903554342]
+    [3.1622776601683795, 3.3166247903554]
     """
 
     # Loose inputs are normalized in __post_init__: afterwards ``source`` is an

@@ -194,10 +194,11 @@ class Plan:
                 size = _human(p.chunk_rows * p.input_meta.row_nbytes)
                 lines.append(
                     f"  chunks: {n} of up to {p.chunk_rows} rows ({size} each) "
-                    f"over {p.n_rows} rows" + (f", halo {self.overlap} rows" if self.overlap else "")
+                    f"over {p.n_rows} rows"
+                    + (f", halo {self.overlap} rows" if self.overlap else "")
                 )
             lines.append("  fused stages (one task per chunk):")
-            for stage, meta in zip(p.stages, p.stage_metas):
+            for stage, meta in zip(p.stages, p.stage_metas, strict=True):
                 lines.append(f"    {stage.name:<16} {stage.kind:<7} -> {meta.describe()}")
             lines.append(f"  output: {_describe_output(p, self.sink, self.has_y)}")
             lines.append(f"  estimated peak memory: {_human(p.peak_bytes)}")
@@ -264,8 +265,10 @@ def build_plan(
     for k, group in enumerate(groups):
         stages = tuple(pipeline.stages[i] for i in group)
         stage_metas = tuple(metas[i] for i in group)
-        settings = resolve_parallel(*settings_of(stages[0])) if stages else resolve_parallel(
-            default_n_jobs, default_backend
+        settings = (
+            resolve_parallel(*settings_of(stages[0]))
+            if stages
+            else resolve_parallel(default_n_jobs, default_backend)
         )
         last = k == len(groups) - 1
         changes = any(s.changes_data for s in stages)

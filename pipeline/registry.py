@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -44,7 +44,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def available(kind: str) -> dict[str, EntryPoint]:
     """Registered short names for a stage kind, from installed packages."""
     group = GROUPS.get(kind)

@@ -75,7 +75,7 @@ def write_rows(target: ArrayRef, start: int, block: np.ndarray) -> None:
     data = np.ascontiguousarray(block, dtype=target.dtype)
     fd = os.open(target.path, os.O_WRONLY)
     try:
-        _pwrite_all(fd, memoryview(data).cast("B"), target.offset + start * target.row_nbytes)
+        _pwrite_all(fd, data.data.cast("B"), target.offset + start * target.row_nbytes)
     finally:
         os.close(fd)
 
@@ -127,7 +127,9 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (np.ndarray, list, tuple)):
-        return [to_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+        return [
+            to_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)
+        ]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

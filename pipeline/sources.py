@@ -12,7 +12,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -56,9 +56,14 @@ class ArrayRef:
         if self.n_rows == 0 or self.row_nbytes == 0:
             # mmap cannot map zero bytes.
             return np.empty(self.shape, dtype=self.dtype)
-        order = "F" if self.fortran_order else "C"
+        order: Literal["C", "F"] = "F" if self.fortran_order else "C"
         return np.memmap(
-            self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape, order=order
+            self.path,
+            dtype=np.dtype(self.dtype),
+            mode="r",
+            offset=self.offset,
+            shape=self.shape,
+            order=order,
         )
 
     def read(self, start: int, stop: int) -> np.ndarray:

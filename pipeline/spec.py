@@ -11,6 +11,7 @@ spec are collected and reported together; unknown keys are errors, with a
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -164,7 +165,7 @@ def normalize_stage(value: Any) -> Stage:
         target = None
     elif not isinstance(target, str):
         raise SpecError.at(kind, f"expected a name or an import string, got {target!r}")
-    return STAGE_KINDS[kind](target, **fields)
+    return STAGE_KINDS[kind](target, **fields)  # type: ignore[call-arg]
 
 
 def _collect(items: Sequence[tuple[str, Callable[[], T]]]) -> tuple[dict[str, T], list[SpecIssue]]:
@@ -187,12 +188,13 @@ def normalize_stages(value: Any) -> tuple[Stage, ...]:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
         raise SpecError.at("", f"expected a list of stages, got {type(value).__name__}")
-    built, issues = _collect(
-        [(f"[{i}]", lambda item=item: normalize_stage(item)) for i, item in enumerate(value)]
-    )
+    builders: list[tuple[str, Callable[[], Stage]]] = [
+        (f"[{i}]", functools.partial(normalize_stage, item)) for i, item in enumerate(value)
+    ]
+    built, issues = _collect(builders)
     stages = [built[f"[{i}]"] for i in range(len(value)) if f"[{i}]" in built]
     seen: dict[str, int] = {}
-    for i, stage in enumerate(value):
+    for i in range(len(value)):
         made = built.get(f"[{i}]")
         if made is None:
             continue
@@ -219,7 +221,9 @@ def parse_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         With every problem found, each with its field path.
     """
     if not isinstance(spec, Mapping):
-        raise SpecError.at("", f"a spec must be a mapping at the top level, got {type(spec).__name__}")
+        raise SpecError.at(
+            "", f"a spec must be a mapping at the top level, got {type(spec).__name__}"
+        )
     issues: list[SpecIssue] = []
     try:
         _check_keys(spec, TOP_LEVEL_KEYS, "")

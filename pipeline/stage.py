@@ -71,7 +71,9 @@ def check_parallel_settings(n_jobs: Any, backend: Any, where: str) -> None:
     if n_jobs is not None and (
         isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1
     ):
-        issues.append(SpecIssue(f"{where}n_jobs", f"expected a positive integer or -1, got {n_jobs!r}"))
+        issues.append(
+            SpecIssue(f"{where}n_jobs", f"expected a positive integer or -1, got {n_jobs!r}")
+        )
     if backend is not None and backend not in BACKENDS:
         hint = registry.did_you_mean(str(backend), BACKENDS)
         issues.append(
@@ -136,9 +138,7 @@ class _CallableStage(Stage):
             except SpecError as exc:
                 raise exc.prefixed(self.kind) from None
         elif not callable(func):
-            raise SpecError.at(
-                self.kind, f"expected a callable or an import string, got {func!r}"
-            )
+            raise SpecError.at(self.kind, f"expected a callable or an import string, got {func!r}")
         if not callable(self.func):
             raise SpecError.at(self.kind, f"{self.target!r} is not callable")
         if not self.name:
@@ -252,7 +252,7 @@ class Reduce(Stage):
                     "give a reduction name (e.g. 'moments') or both 'chunk' and "
                     "'combine' callables (and optionally 'finalize')",
                 )
-            funcs = {}
+            funcs: dict[str, Any] = {}
             for key, value in parts.items():
                 try:
                     funcs[key] = registry.import_object(value) if isinstance(value, str) else value
@@ -285,8 +285,7 @@ class Reduce(Stage):
         if not isinstance(reduction, Reduction):
             raise SpecError.at(
                 "reduce",
-                f"{reduction!r} is not a reduction (it needs chunk, combine and "
-                "finalize methods)",
+                f"{reduction!r} is not a reduction (it needs chunk, combine and finalize methods)",
             )
         if not self.name:
             self._set(name=self.target if self.target not in ("", "custom") else "reduce")

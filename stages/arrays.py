@@ -109,7 +109,9 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _rows_all(mask: np.ndarray) -> np.ndarray:
-    return mask.reshape(mask.shape[0], -1).all(axis=1) if mask.ndim > 1 else mask
+    if mask.ndim == 1:
+        return mask
+    return np.asarray(mask.reshape(mask.shape[0], -1).all(axis=1))
 
 
 def finite_rows(x: np.ndarray) -> np.ndarray:
@@ -140,4 +142,4 @@ def range_rows(
         mask &= values >= min
     if max is not None:
         mask &= values <= max
-    return _rows_all(mask)
+    return _rows_all(np.asarray(mask))
