@@ -12,6 +12,7 @@ by :func:`resolve_chunk_rows`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ def parse_bytes(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a size such as 64MB, got {value!r}")
     if isinstance(value, (int, float)):
-        if value <= 0:
+        if not math.isfinite(value) or int(value) <= 0:
             raise ValueError(f"expected a positive size, got {value!r}")
         return int(value)
     if not isinstance(value, str):

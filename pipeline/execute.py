@@ -141,20 +141,21 @@ def run_chunk(task: PassTask, chunk: Chunk) -> ChunkOutcome:
     try:
         for stage in task.stages:
             started = time.perf_counter()
-            if stage.kind != "map" and (before or after):
-                # Halo rows are for windowed maps only: filters and reductions see each
-                # row once.
-                data = data[before : data.shape[0] - after]
-                before = after = 0
             if stage.kind == "map":
                 data = apply_map(stage, data)
             elif stage.kind == "filter":
+                # A filter decides on the chunk's own rows; the planner starts a new
+                # pass before any windowed map that follows it, so no halo is needed.
+                data = data[before : data.shape[0] - after]
+                before = after = 0
                 mask = filter_mask(stage, data)
                 data = data[mask]
                 if y is not None:
                     y = y[mask]
             else:
-                states.append(stage.reduction.chunk(data))  # type: ignore[attr-defined]
+                # A tap sees each row once, and passes the halo on for later maps.
+                owned = data[before : data.shape[0] - after]
+                states.append(stage.reduction.chunk(owned))  # type: ignore[attr-defined]
             seconds.append(time.perf_counter() - started)
         stage = next((s for s in reversed(task.stages) if s.changes_data), None)
         data = _fit_output(np.asarray(data[before : data.shape[0] - after]), task.output_meta)

@@ -64,12 +64,19 @@ class ParallelSettings:
         backends share the parent's thread pools, so those are capped here.
         """
         limit = threadpool_limits(self.blas_threads) if self.uses_threads else nullcontext()
-        with limit:
+        # The backend is set through parallel_config rather than Parallel(backend=):
+        # joblib's dask backend only accepts being configured that way.
+        config = (
+            joblib.parallel_config(backend=self.backend)
+            if self.backend is not None
+            else nullcontext()
+        )
+        with limit, config:
             yield
 
     def parallel(self, **kwargs: Any) -> joblib.Parallel:
-        """A ``joblib.Parallel`` configured for this pass."""
-        return joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend, **kwargs)
+        """A ``joblib.Parallel`` for this pass; use it inside :meth:`activate`."""
+        return joblib.Parallel(n_jobs=self.n_jobs, **kwargs)
 
 
 def _backend_name(backend: Any) -> str:

@@ -249,9 +249,17 @@ def build_plan(
             stage.backend if stage.backend is not None else default_backend,
         )
 
+    def fuses_with(group: list[int], stage: Stage) -> bool:
+        if settings_of(pipeline.stages[group[-1]]) != settings_of(stage):
+            return False
+        # A windowed map after a filter needs halo rows of the *filtered* data,
+        # which only exist once the filter's output is materialized.
+        after_filter = any(pipeline.stages[i].kind == "filter" for i in group)
+        return not (pipeline.chunks.overlap and stage.kind == "map" and after_filter)
+
     groups: list[list[int]] = []
     for i, stage in enumerate(pipeline.stages):
-        if groups and settings_of(pipeline.stages[groups[-1][-1]]) == settings_of(stage):
+        if groups and fuses_with(groups[-1], stage):
             groups[-1].append(i)
         else:
             groups.append([i])

@@ -139,6 +139,7 @@ def to_jsonable(value: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as JSON to ``path`` via a temporary file and a rename."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
         with open(tmp, "w") as f:

@@ -100,6 +100,8 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
         raise ValueError(f"window must be a positive odd number of rows, got {window}")
     half = window // 2
     n = x.shape[0]
+    if n == 0:
+        return np.empty(x.shape, dtype=np.float64)
     pad = [(half, half)] + [(0, 0)] * (x.ndim - 1)
     padded = np.pad(x.astype(np.float64, copy=False), pad)
     sums = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0).sum(axis=-1)
@@ -109,9 +111,7 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _rows_all(mask: np.ndarray) -> np.ndarray:
-    if mask.ndim == 1:
-        return mask
-    return np.asarray(mask.reshape(mask.shape[0], -1).all(axis=1))
+    return np.asarray(mask.all(axis=tuple(range(1, mask.ndim))))
 
 
 def finite_rows(x: np.ndarray) -> np.ndarray:

@@ -67,9 +67,16 @@ class Sum:
         return _column_result(state)
 
 
+class ExtremeState(NamedTuple):
+    """Rows seen and the running extreme per column (NaN until a row is seen)."""
+
+    n: int
+    value: np.ndarray
+
+
 @dataclass(frozen=True)
 class _Extreme:
-    """Shared logic of Min and Max; ``None`` is the state of an empty chunk."""
+    """Shared logic of Min and Max; an empty chunk's state keeps the row shape."""
 
     def _pick(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -77,17 +84,19 @@ class _Extreme:
     def _of(self, data: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def chunk(self, data: np.ndarray) -> np.ndarray | None:
-        return None if data.shape[0] == 0 else np.asarray(self._of(data))
+    def chunk(self, data: np.ndarray) -> ExtremeState:
+        if data.shape[0] == 0:
+            return ExtremeState(0, np.full(data.shape[1:], np.nan))
+        return ExtremeState(int(data.shape[0]), np.asarray(self._of(data)))
 
-    def combine(self, left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray | None:
-        if left is None or right is None:
-            return right if left is None else left
-        return self._pick(left, right)
+    def combine(self, left: ExtremeState, right: ExtremeState) -> ExtremeState:
+        if left.n == 0 or right.n == 0:
+            return right if left.n == 0 else left
+        return ExtremeState(left.n + right.n, self._pick(left.value, right.value))
 
-    def finalize(self, state: np.ndarray | None) -> Any:
-        """The extreme per column; NaN when no row was seen."""
-        return np.nan if state is None else _column_result(state)
+    def finalize(self, state: ExtremeState) -> Any:
+        """The extreme per column; NaN where no row was seen."""
+        return _column_result(state.value)
 
 
 @dataclass(frozen=True)
