@@ -16,8 +16,8 @@ from __future__ import annotations
 from .chunking import Chunk, ChunkSpec, parse_bytes, plan_chunks
 from .errors import ChunklineError, SinkError, SourceError, SpecError, SpecIssue, StageError
 from .pipeline import Pipeline, RunResult, load_spec
-from .plan import Plan
-from .report import RunReport
+from .plan import PassPlan, Plan
+from .report import PassReport, RunReport, StageReport
 from .sinks import ArraySink
 from .sources import ArraySource
 from .stage import CallableReduction, Filter, Map, Reduce, Reduction, Stage
@@ -33,6 +33,8 @@ __all__ = [
     "ChunklineError",
     "Filter",
     "Map",
+    "PassPlan",
+    "PassReport",
     "Pipeline",
     "Plan",
     "Reduce",
@@ -45,6 +47,7 @@ __all__ = [
     "SpecIssue",
     "Stage",
     "StageError",
+    "StageReport",
     "__version__",
     "load_spec",
     "parse_bytes",

@@ -26,7 +26,7 @@ import numpy as np
 from joblib import delayed
 
 from .chunking import Chunk, plan_chunks
-from .errors import StageError
+from .errors import SinkError, StageError
 from .plan import ArrayMeta, PassPlan, Plan, apply_map, filter_mask
 from .progress import progress_bar
 from .report import PassReport, RunReport, StageReport
@@ -35,6 +35,7 @@ from .sinks import (
     allocate_npy,
     assemble_parts,
     atomic_write_json,
+    reductions_as_json,
     temporary_sibling,
     write_part,
     write_rows,
@@ -236,7 +237,11 @@ def _prepare_outputs(
 def _destination(p: PassPlan, final: str | None, name: str, ws: Workspace, files: _Files) -> str:
     """Where a pass writes ``name``: beside the sink's final path, or in the workspace."""
     if p.output == "sink" and final is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(final))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create the folder of {final}: {exc}") from exc
         temporary = temporary_sibling(final)
         files.moves.append((temporary, final))
         return temporary
@@ -270,12 +275,32 @@ def _assemble(
         )
 
 
-def _fold(stages: tuple[Stage, ...], acc: list[Any] | None, states: tuple[Any, ...]) -> list[Any]:
+def _fold(stages: tuple[Stage, ...], acc: list[Any] | None, outcome: ChunkOutcome) -> list[Any]:
     """Combine one chunk's reduction states into the running states (chunk order)."""
     if acc is None:
-        return list(states)
-    reducers = [s.reduction for s in stages if s.kind == "reduce"]  # type: ignore[attr-defined]
-    return [r.combine(a, b) for r, a, b in zip(reducers, acc, states, strict=True)]
+        return list(outcome.states)
+    reducers = [s for s in stages if s.kind == "reduce"]
+    merged = []
+    for stage, left, right in zip(reducers, acc, outcome.states, strict=True):
+        try:
+            merged.append(stage.reduction.combine(left, right))  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise StageError(
+                stage.name,
+                outcome.index,
+                None,
+                f"{type(exc).__name__}: {exc} (in combine, merging this chunk's state)",
+            ) from exc
+    return merged
+
+
+def _finalize(stage: Stage, state: Any) -> Any:
+    try:
+        return stage.reduction.finalize(state)  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise StageError(
+            stage.name, None, None, f"{type(exc).__name__}: {exc} (in finalize)"
+        ) from exc
 
 
 def _run_pass(
@@ -303,6 +328,7 @@ def execute_plan(
     show_progress: bool,
 ) -> RunOutput:
     """Run every pass of ``plan``; commit the sink's files only if all succeed."""
+    sink.check_writable()
     started = time.perf_counter()
     result = RunOutput()
     pass_reports = []
@@ -329,7 +355,7 @@ def execute_plan(
             stage_seconds = [0.0] * len(p.stages)
             peak_rss = 0
             for outcome in _run_pass(p, task, chunks, show_progress):
-                acc = _fold(p.stages, acc, outcome.states)
+                acc = _fold(p.stages, acc, outcome)
                 counts.append(outcome.rows_out)
                 stage_seconds = [a + b for a, b in zip(stage_seconds, outcome.seconds, strict=True)]
                 peak_rss = max(peak_rss, outcome.peak_rss)
@@ -337,7 +363,7 @@ def execute_plan(
                 acc = _empty_states(p)
             reducers = [s for s in p.stages if s.kind == "reduce"]
             for stage, state in zip(reducers, acc, strict=True):
-                result.reductions[stage.name] = stage.reduction.finalize(state)  # type: ignore[attr-defined]
+                result.reductions[stage.name] = _finalize(stage, state)
             if writes == "parts":
                 _assemble(p, files, counts, current, sink, workspace)
             if writes != "none":
@@ -366,9 +392,14 @@ def execute_plan(
             result.x = np.load(current.x.path)
             result.y = None if current.y is None else np.load(current.y.path)
         if sink.reductions is not None:
-            atomic_write_json(sink.reductions, result.reductions)
+            atomic_write_json(
+                sink.reductions, reductions_as_json(result.reductions, sink.reductions)
+            )
         for temporary, final in pending:
-            os.replace(temporary, final)
+            try:
+                os.replace(temporary, final)
+            except OSError as exc:
+                raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
         pending.clear()
         if last is not None and last.output == "sink":
             result.x = read_npy_ref(sink.npy).open()  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ __all__ = [
     "allocate_npy",
     "assemble_parts",
     "atomic_write_json",
+    "reductions_as_json",
     "temporary_sibling",
     "to_jsonable",
     "write_part",
@@ -137,6 +138,20 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def reductions_as_json(results: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """Reduction results as JSON values; a result JSON cannot hold names its stage."""
+    converted = {}
+    for name, value in results.items():
+        converted[name] = to_jsonable(value)
+        try:
+            json.dumps(converted[name])
+        except (TypeError, ValueError) as exc:
+            raise SinkError(
+                f"cannot write the result of reduce stage {name!r} to {path} as JSON: {exc}"
+            ) from exc
+    return converted
+
+
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as JSON to ``path`` via a temporary file and a rename."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +200,29 @@ class ArraySink:
         paths = [p for p in (self.npy, self.y, self.reductions) if p is not None]
         if len(set(map(os.path.abspath, paths))) < len(paths):
             raise SpecError.at("", "npy, y and reductions must be different files")
+
+    def check_writable(self) -> None:
+        """Fail before any work if an output path can never be written.
+
+        Raises
+        ------
+        SinkError
+            Naming the field and path: a folder stands at the file's path, or a
+            file stands where one of its folders would be.
+        """
+        for key in ("npy", "y", "reductions"):
+            path = getattr(self, key)
+            if path is None:
+                continue
+            if os.path.isdir(path):
+                raise SinkError(f"sink.{key}: {path} is a directory, not a file")
+            for parent in Path(os.path.abspath(path)).parents:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise SinkError(
+                            f"sink.{key}: cannot create {path}: {parent} is a file, not a folder"
+                        )
+                    break
 
     def describe(self) -> str:
         """A one-line description for ``explain``."""

@@ -108,6 +108,8 @@ def read_npy_ref(path: str | os.PathLike[str], *, what: str = "source") -> Array
             except (ValueError, SyntaxError) as exc:
                 raise SourceError(f"{what} {path} has an unreadable .npy header: {exc}") from None
             offset = f.tell()
+    except SourceError:
+        raise
     except OSError as exc:
         raise SourceError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if dtype.hasobject:

@@ -150,22 +150,42 @@ def normalize_stage(value: Any) -> Stage:
     if len(kinds) != 1:
         found = f"found {', '.join(kinds)}" if kinds else "found none"
         unknown = [k for k in mapping if k not in {*STAGE_KINDS, *_STAGE_COMMON}]
-        hint = did_you_mean(str(unknown[0]), list(STAGE_KINDS)) if unknown else ""
+        hint = ""
+        if unknown:
+            close = did_you_mean(str(unknown[0]), list(STAGE_KINDS))
+            hint = f"; unknown key {unknown[0]!r}{close}" if close else ""
         raise SpecError.at(
             "",
             f"a stage needs exactly one of {', '.join(STAGE_KINDS)} ({found}){hint}",
         )
     kind = kinds[0]
-    _check_keys(mapping, (kind, *_STAGE_KEYS[kind]), "")
-    fields = {k: v for k, v in mapping.items() if k != kind}
+    # Unknown keys and problems of the known ones are reported together.
+    issues: list[SpecIssue] = []
+    try:
+        _check_keys(mapping, (kind, *_STAGE_KEYS[kind]), "")
+    except SpecError as exc:
+        issues.extend(exc.issues)
+    allowed = _STAGE_KEYS[kind]
+    fields = {k: v for k, v in mapping.items() if k in allowed}
     target = mapping[kind]
     if kind == "reduce" and isinstance(target, Mapping):
-        _check_keys(target, ("chunk", "combine", "finalize"), "reduce")
-        fields.update(target)
+        try:
+            _check_keys(target, ("chunk", "combine", "finalize"), "reduce")
+        except SpecError as exc:
+            issues.extend(exc.issues)
+        fields.update((k, v) for k, v in target.items() if k in ("chunk", "combine", "finalize"))
         target = None
     elif not isinstance(target, str):
-        raise SpecError.at(kind, f"expected a name or an import string, got {target!r}")
-    return STAGE_KINDS[kind](target, **fields)  # type: ignore[call-arg]
+        issues.append(SpecIssue(kind, f"expected a name or an import string, got {target!r}"))
+        target = None
+    try:
+        if target is not None or kind == "reduce":
+            stage = STAGE_KINDS[kind](target, **fields)  # type: ignore[call-arg]
+    except SpecError as exc:
+        issues.extend(exc.issues)
+    if issues:
+        raise SpecError(issues)
+    return stage
 
 
 def _collect(items: Sequence[tuple[str, Callable[[], T]]]) -> tuple[dict[str, T], list[SpecIssue]]:
@@ -290,7 +310,8 @@ def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             raise SpecError.at("", f"{path}: expected a .yaml, .yml or .toml spec file")
     except (yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError.at("", f"{path} is not valid {suffix[1:].upper()}: {exc}") from None
+        language = "TOML" if suffix == ".toml" else "YAML"
+        raise SpecError.at("", f"{path} is not valid {language}: {exc}") from None
     if data is None:
         raise SpecError.at("", f"{path} is empty")
     return data

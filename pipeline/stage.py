@@ -102,9 +102,23 @@ class Stage:
     backend: str | None = None
 
     def __post_init__(self) -> None:
-        check_parallel_settings(self.n_jobs, self.backend, "")
+        # Every problem of the stage is reported at once, not just the first.
+        issues: list[SpecIssue] = []
+        try:
+            check_parallel_settings(self.n_jobs, self.backend, "")
+        except SpecError as exc:
+            issues.extend(exc.issues)
         if not isinstance(self.name, str):
-            raise SpecError.at("name", f"expected a string, got {self.name!r}")
+            issues.append(SpecIssue("name", f"expected a string, got {self.name!r}"))
+        try:
+            self._resolve()
+        except SpecError as exc:
+            issues.extend(exc.issues)
+        if issues:
+            raise SpecError(issues)
+
+    def _resolve(self) -> None:
+        """Check kind-specific fields and resolve derived ones (raise SpecError)."""
 
     @property
     def changes_data(self) -> bool:
@@ -125,8 +139,7 @@ class _CallableStage(Stage):
     params: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
     target: str = field(default="", init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _resolve(self) -> None:
         if not isinstance(self.params, Mapping):
             raise SpecError.at(
                 "params", f"expected a mapping of keyword arguments, got {self.params!r}"
@@ -241,8 +254,7 @@ class Reduce(Stage):
     finalize: Callable[[Any], Any] | str | None = field(default=None, kw_only=True)
     target: str = field(default="", init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _resolve(self) -> None:
         reduction = self.reduction
         parts = {"chunk": self.chunk, "combine": self.combine, "finalize": self.finalize}
         if reduction is None:

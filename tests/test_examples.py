@@ -1,0 +1,180 @@
+"""Every example in examples/ runs, as a user would run it, on a copy of data/.
+
+Spec files run with ``chunkline run``, scripts with ``python``, from a folder
+that looks like the repository root; the quickstart's outputs are checked
+against the same computation in plain NumPy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The folder the examples ran in, and each example's finished process.
+Ran = tuple[Path, dict[str, subprocess.CompletedProcess[str]]]
+EXAMPLES = sorted(
+    p.relative_to(REPO).as_posix()
+    for pattern in ("*.yaml", "*.yml", "*.toml", "*.py")
+    for p in (REPO / "examples").glob(pattern)
+)
+
+
+def command_for(example: str) -> list[str]:
+    if example.endswith(".py"):
+        return [sys.executable, example]
+    return [sys.executable, "-m", "pipeline.cli", "run", example]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
+    """Copy examples/ and data/ into a fresh folder and run every example there once."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "examples", root / "examples")
+    shutil.copytree(REPO / "data", root / "data")
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the examples must work with the installed package only
+    results = {}
+    for example in EXAMPLES:
+        results[example] = subprocess.run(
+            command_for(example),
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    return root, results
+
+
+def test_there_are_examples() -> None:
+    assert any(e.endswith(".py") for e in EXAMPLES)
+    assert any(e.endswith((".yaml", ".yml", ".toml")) for e in EXAMPLES)
+    assert "examples/quickstart.yaml" in EXAMPLES
+    assert "examples/quickstart.py" in EXAMPLES
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_runs(
+    ran: Ran,
+    example: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, results = ran
+    result = results[example]
+    assert result.returncode == 0, f"{example} failed:\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    if not example.endswith(".py"):
+        # Every output the spec declares exists, and nothing temporary is left.
+        monkeypatch.chdir(root)
+        sink = load_spec(example).sink
+        for path in (sink.npy, sink.y, sink.reductions):
+            if path is not None:
+                assert (root / path).is_file(), f"{example} did not write {path}"
+        for folder in {(root / p).parent for p in (sink.npy, sink.reductions) if p}:
+            assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+def quickstart_reference(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    x = np.load(root / "data" / "features.npy")
+    y = np.load(root / "data" / "targets.npy")
+    keep = np.isfinite(x).all(axis=1)
+    return np.arcsinh(np.clip(x[keep], -1000, 1000)), y[keep]
+
+
+def test_quickstart_spec_matches_numpy(
+    ran: Ran,
+) -> None:
+    root, results = ran
+    assert results["examples/quickstart.yaml"].returncode == 0
+    want_x, want_y = quickstart_reference(root)
+    got_x = np.load(root / "out" / "quickstart.npy")
+    got_y = np.load(root / "out" / "quickstart_targets.npy")
+    assert got_x.dtype == want_x.dtype and got_y.dtype == want_y.dtype
+    np.testing.assert_array_equal(got_x, want_x)
+    np.testing.assert_array_equal(got_y, want_y)
+    assert 0 < len(want_x) < 50_000  # the sample data does have rows to drop
+
+    stats = json.loads((root / "out" / "quickstart_stats.json").read_text())
+    assert list(stats) == ["raw", "stats", "hist"]
+    assert stats["raw"] == 50_000
+    moments = stats["stats"]
+    assert moments["count"] == len(want_x)
+    np.testing.assert_allclose(moments["mean"], want_x.mean(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(moments["std"], want_x.std(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(moments["min"], want_x.min(axis=0))
+    np.testing.assert_array_equal(moments["max"], want_x.max(axis=0))
+    hist = stats["hist"]
+    np.testing.assert_allclose(hist["edges"], np.linspace(-8, 8, 9))
+    want_counts = [np.histogram(col, bins=8, range=(-8, 8))[0].tolist() for col in want_x.T]
+    assert hist["counts"] == want_counts
+
+    # The CLI printed its report and the same reductions.
+    stdout = results["examples/quickstart.yaml"].stdout
+    assert stdout.startswith("quickstart: done in ")
+    assert json.loads(stdout[stdout.index("{") :]) == stats
+
+
+def test_quickstart_script_matches_the_spec(
+    ran: Ran,
+) -> None:
+    root, results = ran
+    result = results["examples/quickstart.py"]
+    assert result.returncode == 0, result.stderr
+    want_x, want_y = quickstart_reference(root)
+    np.testing.assert_array_equal(np.load(root / "out" / "quickstart_py.npy"), want_x)
+    np.testing.assert_array_equal(np.load(root / "out" / "quickstart_py_targets.npy"), want_y)
+    # Same data as the YAML quickstart, byte for byte.
+    assert (root / "out" / "quickstart_py.npy").read_bytes() == (
+        root / "out" / "quickstart.npy"
+    ).read_bytes()
+    out = result.stdout
+    assert "pass 1 of 1" in out  # it printed its plan
+    assert f"kept {len(want_x)} of 50000 rows" in out
+    negative = int((want_x[:, 0] < 0).sum())
+    assert f"rows with a negative first column: {negative}" in out
+
+
+def test_design_example_matches_numpy(
+    ran: Ran,
+) -> None:
+    root, results = ran
+    result = results["examples/design_example.yaml"]
+    assert result.returncode == 0, result.stderr
+    x = np.nan_to_num(np.load(root / "data" / "features.npy"))
+    np.testing.assert_array_equal(np.load(root / "out" / "features_scaled.npy"), x)
+    stdout = result.stdout
+    moments = json.loads(stdout[stdout.index("{") :])["stats"]
+    assert moments["count"] == len(x)
+    np.testing.assert_allclose(moments["mean"], x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(moments["std"], x.std(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(moments["min"], x.min(axis=0))
+    np.testing.assert_array_equal(moments["max"], x.max(axis=0))
+
+
+def test_example_specs_validate_and_explain(
+    ran: Ran,
+) -> None:
+    root, _ = ran
+    for example in EXAMPLES:
+        if example.endswith(".py"):
+            continue
+        for command in ("validate", "explain"):
+            result = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", command, example],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, f"{command} {example}:\n{result.stderr}"
