@@ -303,6 +303,22 @@ def _finalize(stage: Stage, state: Any) -> Any:
         ) from exc
 
 
+#: Input bytes a task should carry at least. Below this, per-task overhead
+#: (~0.2 ms a round trip) starts to matter and chunks are sent in batches.
+MIN_TASK_BYTES = 2**20
+
+
+def _batch_size(p: PassPlan) -> int:
+    """Chunks per task: one unless chunks are tiny.
+
+    joblib's "auto" batching grows batches to ~0.2 s of work, which leaves a
+    worker idle for up to a batch at the end of a pass; one chunk per task
+    keeps the tail to one chunk.
+    """
+    chunk_bytes = max(1, p.chunk_rows * p.input_meta.row_nbytes)
+    return max(1, -(-MIN_TASK_BYTES // chunk_bytes))
+
+
 def _run_pass(
     p: PassPlan, task: PassTask, chunks: tuple[Chunk, ...], show_progress: bool
 ) -> Iterator[ChunkOutcome]:
@@ -312,7 +328,7 @@ def _run_pass(
         bar = stack.enter_context(
             progress_bar(len(chunks), total_bytes, f"pass {p.index + 1}", show_progress)
         )
-        parallel = p.parallel.parallel(return_as="generator")
+        parallel = p.parallel.parallel(return_as="generator", batch_size=_batch_size(p))
         for outcome in parallel(delayed(run_chunk)(task, chunk) for chunk in chunks):
             bar.advance(outcome.rows_in, outcome.rows_in * p.input_meta.row_nbytes)
             yield outcome
