@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,13 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from pipeline.errors import SpecError
 from pipeline.registry import did_you_mean, import_object
+from pipeline.schema import (
+    ARROW_TYPE_ERRORS,
+    check_columns,
+    compatible,
+    filter_type_mismatch,
+    validate_filters,
+)
 
 __all__ = [
     "arrow_type",
@@ -44,51 +51,8 @@ __all__ = [
     "where",
 ]
 
-#: Comparison operators of the pyarrow/pandas DNF filter form.
-FILTER_OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in")
-
-# Arrow errors that mean "these types do not go together" rather than a bug.
-_ARROW_TYPE_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
-
 
 # --- column names -----------------------------------------------------------
-
-
-def check_columns(table_or_schema: Any, columns: Iterable[str], stage: str) -> None:
-    """Raise :class:`SpecError` if any of ``columns`` is not in the table or schema.
-
-    The message names every missing column (with a "did you mean" hint) and
-    lists the available ones, so a typo in a spec is fixed in one go.
-
-    Parameters
-    ----------
-    table_or_schema
-        A ``pyarrow.Table``, ``RecordBatch`` or ``Schema``.
-    columns
-        The column names a stage refers to.
-    stage
-        The stage's name, put first in the message.
-
-    Examples
-    --------
-    >>> schema = pa.schema([("id", pa.int64()), ("amount", pa.float64())])
-    >>> check_columns(schema, ["amount"], "select")
-    >>> try:
-    ...     check_columns(schema, ["amout"], "select")
-    ... except ValueError as exc:
-    ...     print(exc)
-    select: unknown column 'amout' (did you mean 'amount'?); available columns: id, amount
-    """
-    schema = getattr(table_or_schema, "schema", table_or_schema)
-    available = list(schema.names)
-    known = set(available)
-    missing = list(dict.fromkeys(c for c in columns if c not in known))
-    if not missing:
-        return
-    listed = ", ".join(f"{name!r}{did_you_mean(name, available)}" for name in missing)
-    noun = "column" if len(missing) == 1 else "columns"
-    choices = ", ".join(available) if available else "none"
-    raise SpecError(f"{stage}: unknown {noun} {listed}; available columns: {choices}")
 
 
 def _names(value: Any, stage: str, param: str = "columns") -> list[str]:
@@ -292,54 +256,12 @@ def cast(table: pa.Table, columns: Mapping[str, str | pa.DataType], safe: bool =
     return table
 
 
-# View types exist from pyarrow 16; the declared minimum is 14.
-_STRING_VIEW = pa.string_view() if hasattr(pa, "string_view") else pa.string()
-_BINARY_VIEW = pa.binary_view() if hasattr(pa, "binary_view") else pa.binary()
-
-
-def _family(type_: pa.DataType) -> str | None:
-    """Which values a column of this type compares with; None when Arrow should decide."""
-    types = pa.types
-    if types.is_dictionary(type_):
-        type_ = type_.value_type
-    if types.is_integer(type_) or types.is_floating(type_) or types.is_decimal(type_):
-        return "number"
-    if type_ in (pa.string(), pa.large_string(), _STRING_VIEW):
-        return "string"
-    if type_ in (pa.binary(), pa.large_binary(), _BINARY_VIEW) or types.is_fixed_size_binary(type_):
-        return "binary"
-    if types.is_timestamp(type_) or types.is_date(type_):
-        return "datetime"
-    for family in ("boolean", "time", "duration", "null"):
-        if getattr(types, f"is_{family}")(type_):
-            return family
-    return None
-
-
-def _compatible(column: pa.DataType, value: pa.DataType) -> bool:
-    """Whether a value of type ``value`` may stand for (or compare with) a column value."""
-    col_family, value_family = _family(column), _family(value)
-    if None in (col_family, value_family) or "null" in (col_family, value_family):
-        return True
-    if col_family != value_family:
-        return False
-    if pa.types.is_timestamp(column) and pa.types.is_timestamp(value):
-        # Arrow refuses to compare aware with naive timestamps, but only once
-        # there are rows; check here so an empty probe table catches it too.
-        return (column.tz is None) == (value.tz is None)
-    return True
-
-
-def _scalar_type(value: Any) -> pa.DataType:
-    return value.type if isinstance(value, pa.Scalar) else pa.scalar(value).type
-
-
 def _fill_value(value: Any, target: pa.DataType) -> pa.Scalar:
     """``value`` as a scalar of type ``target``, refusing anything but an exact fit."""
     if value is None:
         raise ValueError("None is not a fill value")
     scalar = value if isinstance(value, pa.Scalar) else pa.scalar(value)
-    if not _compatible(target, scalar.type):
+    if not compatible(target, scalar.type):
         raise TypeError(f"it is a {scalar.type} value")
     return scalar.cast(target, safe=True)
 
@@ -362,7 +284,7 @@ def fill_null(table: pa.Table, values: Mapping[str, Any]) -> pa.Table:
         target = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
         try:
             scalar = _fill_value(value, target)
-        except (*_ARROW_TYPE_ERRORS, TypeError, ValueError, OverflowError) as exc:
+        except (*ARROW_TYPE_ERRORS, TypeError, ValueError, OverflowError) as exc:
             raise SpecError(
                 f"fill_null: cannot fill column {name!r} of type {column.type} "
                 f"with {value!r} ({exc})"
@@ -391,7 +313,7 @@ def _as_column(values: Any, name: str, num_rows: int) -> pa.Array | pa.ChunkedAr
             )
         try:
             values = pa.array(values)
-        except (*_ARROW_TYPE_ERRORS, TypeError) as exc:
+        except (*ARROW_TYPE_ERRORS, TypeError) as exc:
             raise ValueError(
                 f"derive: column {name!r} is not array-like ({type(values).__name__}): {exc}"
             ) from exc
@@ -520,7 +442,7 @@ def _chunk_to_numpy(chunk: pa.Array, target: np.dtype, name: str) -> np.ndarray:
         return chunk.to_numpy(zero_copy_only=False)
     try:
         return pc.cast(chunk, pa.from_numpy_dtype(target), safe=True).to_numpy(zero_copy_only=False)
-    except _ARROW_TYPE_ERRORS as exc:
+    except ARROW_TYPE_ERRORS as exc:
         raise ValueError(
             f"to_array: column {name!r} of type {chunk.type} does not fit dtype {target}: {exc}"
         ) from exc
@@ -554,87 +476,6 @@ def from_array(x: ArrayLike, names: Sequence[str]) -> pa.Table:
 
 
 # --- filters ----------------------------------------------------------------
-
-Predicate = tuple[str, str, Any]
-
-
-def _is_predicate(item: Any) -> bool:
-    return (
-        isinstance(item, (list, tuple))
-        and len(item) == 3
-        and isinstance(item[0], str)
-        and isinstance(item[1], str)
-    )
-
-
-def _normalize_filters(filters: Any) -> list[list[Predicate]]:
-    """DNF filters as a list of conjunctions (lists of ``(column, op, value)`` tuples)."""
-    shape = (
-        "expected a list of (column, op, value) tuples, or a list of such lists "
-        "(rows matching any of them are kept)"
-    )
-    if isinstance(filters, (str, bytes)) or not isinstance(filters, Sequence) or not filters:
-        raise SpecError(f"where: filters: {shape}; got {filters!r}")
-    if all(_is_predicate(item) for item in filters):
-        conjunctions = [filters]
-    elif all(
-        isinstance(c, (list, tuple)) and c and all(_is_predicate(p) for p in c) for c in filters
-    ):
-        conjunctions = list(filters)
-    else:
-        raise SpecError(f"where: filters: {shape}; got {filters!r}")
-    result = []
-    for conjunction in conjunctions:
-        terms: list[Predicate] = []
-        for column, op, value in conjunction:
-            if op not in FILTER_OPS:
-                raise SpecError(
-                    f"where: unknown operator {op!r} in filter {(column, op, value)!r}"
-                    f"{did_you_mean(op, FILTER_OPS)}; expected one of {', '.join(FILTER_OPS)}"
-                )
-            if op in ("in", "not in"):
-                if isinstance(value, (str, bytes, Mapping)) or not isinstance(
-                    value, (Iterable, pa.Array)
-                ):
-                    raise SpecError(
-                        f"where: {op!r} needs a list of values in filter "
-                        f"{(column, op, value)!r}; write ({column!r}, {op!r}, [{value!r}])"
-                    )
-                value = value if isinstance(value, pa.Array) else list(value)
-            terms.append((column, op, value))
-        result.append(terms)
-    return result
-
-
-def _mismatch(term: Predicate, column_type: pa.DataType, reason: str) -> SpecError:
-    column, _, value = term
-    return SpecError(
-        f"where: filter {term!r}: column {column!r} has type {column_type}, "
-        f"which cannot be compared with {value!r} ({reason})"
-    )
-
-
-def _check_filter_types(schema: pa.Schema, term: Predicate) -> None:
-    """Refuse a value that cannot be compared with its column, from the schema alone."""
-    column, op, value = term
-    column_type = schema.field(column).type
-    if value is None and op not in ("in", "not in"):
-        raise SpecError(
-            f"where: filter {term!r}: a comparison with None is never true (nulls compare "
-            f"as unknown); to keep the rows where {column!r} is null, write "
-            f"({column!r}, 'in', [None])"
-        )
-    try:
-        if isinstance(value, pa.Array):
-            value_type = value.type
-        elif op in ("in", "not in"):
-            value_type = pa.array(value).type
-        else:
-            value_type = _scalar_type(value)
-    except (*_ARROW_TYPE_ERRORS, TypeError, OverflowError) as exc:
-        raise _mismatch(term, column_type, str(exc)) from None
-    if not _compatible(column_type, value_type):
-        raise _mismatch(term, column_type, str(value_type))
 
 
 def _evaluate(table: pa.Table, expression: pc.Expression) -> np.ndarray:
@@ -687,27 +528,24 @@ def where(table: pa.Table, filters: Any) -> np.ndarray:
     if isinstance(filters, pc.Expression):
         try:
             return _evaluate(table, filters)
-        except _ARROW_TYPE_ERRORS as exc:
+        except ARROW_TYPE_ERRORS as exc:
             reason = str(exc).splitlines()[0]
             raise SpecError(
                 f"where: cannot evaluate {filters}: {reason}; "
                 f"available columns: {', '.join(table.column_names)}"
             ) from exc
-    conjunctions = _normalize_filters(filters)
+    conjunctions = validate_filters(table.schema, filters, "where: filters")
     terms = [term for conjunction in conjunctions for term in conjunction]
-    check_columns(table, [column for column, _, _ in terms], "where")
-    for term in terms:
-        _check_filter_types(table.schema, term)
     try:
         return _evaluate(table, filters_to_expression(conjunctions))
-    except _ARROW_TYPE_ERRORS as exc:
+    except ARROW_TYPE_ERRORS as exc:
         # Name the tuple Arrow refused: evaluate each one on its own.
         for term in terms:
             try:
                 _evaluate(table, filters_to_expression([term]))
-            except _ARROW_TYPE_ERRORS as term_exc:
+            except ARROW_TYPE_ERRORS as term_exc:
                 column_type = table.schema.field(term[0]).type
-                raise _mismatch(term, column_type, str(term_exc)) from exc
+                raise filter_type_mismatch(term, column_type, str(term_exc)) from exc
         raise SpecError(f"where: cannot evaluate filters {filters!r}: {exc}") from exc
 
 
