@@ -14,18 +14,19 @@ np.float64(-8.0)
 from __future__ import annotations
 
 from .chunking import Chunk, ChunkSpec, parse_bytes, plan_chunks
+from .datasets import TableSource
 from .errors import ChunklineError, SinkError, SourceError, SpecError, SpecIssue, StageError
+from .parquet import ParquetOptions
 from .pipeline import Pipeline, RunResult, load_spec
 from .plan import PassPlan, Plan
 from .report import PassReport, RunReport, StageReport
-from .sinks import ArraySink
+from .sinks import Sink
 from .sources import ArraySource
 from .stage import CallableReduction, Filter, Map, Reduce, Reduction, Stage
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArraySink",
     "ArraySource",
     "CallableReduction",
     "Chunk",
@@ -33,6 +34,7 @@ __all__ = [
     "ChunklineError",
     "Filter",
     "Map",
+    "ParquetOptions",
     "PassPlan",
     "PassReport",
     "Pipeline",
@@ -41,6 +43,7 @@ __all__ = [
     "Reduction",
     "RunReport",
     "RunResult",
+    "Sink",
     "SinkError",
     "SourceError",
     "SpecError",
@@ -48,6 +51,7 @@ __all__ = [
     "Stage",
     "StageError",
     "StageReport",
+    "TableSource",
     "__version__",
     "load_spec",
     "parse_bytes",

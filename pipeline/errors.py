@@ -119,12 +119,16 @@ class SinkError(ChunklineError, OSError):
 class StageError(ChunklineError, RuntimeError):
     """A stage failed on one chunk.
 
-    The message names the stage, the chunk index and its row range; the
-    original exception is chained as ``__cause__`` (with its traceback, also
-    when it happened in a worker process).
+    The message names the stage, the chunk index and its row range (or, for a
+    table, its file and row groups). The original exception is chained as
+    ``__cause__``: the exception itself when the stage ran in the calling
+    process, or its formatted traceback (joblib's remote traceback) when it
+    ran in a worker process.
     """
 
-    def __init__(self, stage: str, chunk: int | None, rows: tuple[int, int] | None, reason: str):
+    def __init__(
+        self, stage: str, chunk: int | None, rows: tuple[int, int] | str | None, reason: str
+    ):
         self.stage = stage
         self.chunk = chunk
         self.rows = rows
@@ -135,6 +139,8 @@ class StageError(ChunklineError, RuntimeError):
         where = ""
         if self.chunk is not None:
             where = f" on chunk {self.chunk}"
-            if self.rows is not None:
+            if isinstance(self.rows, str):  # a table chunk: its file and row groups
+                where += f" ({self.rows})"
+            elif self.rows is not None:
                 where += f" (rows {self.rows[0]}-{self.rows[1]})"
         return f"stage {self.stage!r} failed{where}: {self.reason}"

@@ -1,297 +1,197 @@
 """Running a plan: one ``joblib.Parallel`` call per pass, over chunk descriptors.
 
-A task carries a :class:`PassTask` (descriptors of the input and output files
-and the fused stages) and one :class:`~pipeline.chunking.Chunk`. The worker
-maps its rows from the input file, runs the stages, writes its output rows
-itself, and returns only a small :class:`ChunkOutcome` (row count, reduction
-states, timings). The parent folds reduction states in chunk order, so
-results are identical for every ``n_jobs`` and backend.
+The parent prepares each pass's outputs (a preallocated ``.npy``, or folders
+for part files), dispatches one task per chunk (see :mod:`pipeline.worker`),
+folds the reduction states it gets back in chunk order, so that results are
+identical for every ``n_jobs`` and backend, and joins part files when rows
+were dropped. Outputs go under temporary names (or a staging folder) beside
+their final paths and are committed only after every pass succeeded; a
+failure or Ctrl-C removes them and leaves the final paths untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
+import glob
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from joblib import delayed
 
+from .blocks import ArrayMeta, TableMeta
 from .chunking import Chunk, plan_chunks
+from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
-from .plan import ArrayMeta, PassPlan, Plan, apply_map, filter_mask
+from .parquet import ParquetOptions, ParquetTarget
+from .plan import PassPlan, Plan
 from .progress import progress_bar
 from .report import PassReport, RunReport, StageReport
 from .sinks import (
-    ArraySink,
+    Sink,
     allocate_npy,
     assemble_parts,
     atomic_write_json,
     reductions_as_json,
     temporary_sibling,
-    write_part,
-    write_rows,
 )
 from .sources import ArrayRef, OpenedSource, read_npy_ref
 from .stage import Stage
+from .worker import ChunkOutcome, PassTask, Writes, combine_states, run_chunk
 from .workspace import Workspace
 
-try:
-    import resource
-except ImportError:  # Windows
-    resource = None  # type: ignore[assignment]
+__all__ = ["MIN_TASK_BYTES", "RunOutput", "execute_plan"]
 
-__all__ = ["ChunkOutcome", "PassTask", "RunOutput", "execute_plan", "run_chunk"]
+Input = OpenedSource | TableRef
 
-Writes = Literal["rows", "parts", "none"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PassTask:
-    """Everything a worker needs for any chunk of a pass; small and picklable."""
-
-    x: ArrayRef
-    y: ArrayRef | None
-    stages: tuple[Stage, ...]
-    output_meta: ArrayMeta
-    writes: Writes
-    x_target: ArrayRef | str | None = None  # an .npy to write rows into, or a parts folder
-    y_target: ArrayRef | str | None = None
-    keep_freed_memory: bool = False
-
-
-@dataclass(frozen=True)
-class ChunkOutcome:
-    """What a worker sends back for one chunk: small things only."""
-
-    index: int
-    rows_in: int
-    rows_out: int
-    states: tuple[Any, ...]
-    seconds: tuple[float, ...]
-    peak_rss: int
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed chunk buffers for the next chunk (worker processes only).
-
-    By default glibc hands large freed blocks back to the kernel (its trim and
-    mmap thresholds adapt to at most about twice the largest block), so every
-    chunk's NumPy temporaries are page-faulted and zero-filled again: on W1 that
-    was half the run time. Pinning the thresholds lets the allocator reuse them.
-    What stays allocated is bounded by a worker's peak working set, itself set
-    by the chunk size. Only called in processes that chunkline's pool owns, never
-    in the caller's process. Returns whether the setting took effect.
-    """
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
-        mallopt(m_trim_threshold, 1024 * 2**20)
-    )
-
-
-def _peak_rss() -> int:
-    if resource is None:
-        return 0
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(kib) * (1 if sys.platform == "darwin" else 1024)
-
-
-def _fit_output(data: np.ndarray, meta: ArrayMeta) -> np.ndarray:
-    """Check a chunk's output against the probed meta; cast safely if needed."""
-    if data.shape[1:] != meta.tail:
-        raise ValueError(
-            f"returned rows of shape {data.shape[1:]}, but rows of shape {meta.tail} on the "
-            "first rows of the data; every chunk must give rows of the same shape"
-        )
-    if data.dtype.str != meta.dtype:
-        if not np.can_cast(data.dtype, meta.dtype, "safe"):
-            raise ValueError(
-                f"returned {data.dtype} values, but {np.dtype(meta.dtype)} on the first rows "
-                "of the data; cast explicitly (e.g. an 'astype' stage) to keep one dtype"
-            )
-        data = data.astype(meta.dtype)
-    return data
-
-
-def run_chunk(task: PassTask, chunk: Chunk) -> ChunkOutcome:
-    """Run a pass's fused stages on one chunk and write its output (in a worker)."""
-    if task.keep_freed_memory:
-        keep_freed_memory()
-    data = task.x.read(chunk.read_start, chunk.read_stop)
-    y = None if task.y is None else task.y.read(chunk.start, chunk.stop)
-    before, after = chunk.halo
-    states = []
-    seconds = []
-    stage: Stage | None = None
-    try:
-        for stage in task.stages:
-            started = time.perf_counter()
-            if stage.kind == "map":
-                data = apply_map(stage, data)
-            elif stage.kind == "filter":
-                # A filter decides on the chunk's own rows; the planner starts a new
-                # pass before any windowed map that follows it, so no halo is needed.
-                data = data[before : data.shape[0] - after]
-                before = after = 0
-                mask = filter_mask(stage, data)
-                data = data[mask]
-                if y is not None:
-                    y = y[mask]
-            else:
-                # A tap sees each row once, and passes the halo on for later maps.
-                owned = data[before : data.shape[0] - after]
-                states.append(stage.reduction.chunk(owned))  # type: ignore[attr-defined]
-            seconds.append(time.perf_counter() - started)
-        stage = next((s for s in reversed(task.stages) if s.changes_data), None)
-        data = _fit_output(np.asarray(data[before : data.shape[0] - after]), task.output_meta)
-    except Exception as exc:
-        raise StageError(
-            stage.name if stage is not None else "source",
-            chunk.index,
-            (chunk.start, chunk.stop),
-            f"{type(exc).__name__}: {exc}",
-        ) from exc
-    if task.writes == "rows":
-        write_rows(task.x_target, chunk.start, data)  # type: ignore[arg-type]
-        if y is not None and task.y_target is not None:
-            write_rows(task.y_target, chunk.start, y)  # type: ignore[arg-type]
-    elif task.writes == "parts":
-        write_part(task.x_target, chunk.index, data)  # type: ignore[arg-type]
-        if y is not None and task.y_target is not None:
-            write_part(task.y_target, chunk.index, y)  # type: ignore[arg-type]
-    return ChunkOutcome(
-        chunk.index, chunk.rows, int(data.shape[0]), tuple(states), tuple(seconds), _peak_rss()
-    )
+#: Input bytes a task should carry at least. Below this, per-task overhead
+#: (~0.2 ms a round trip) starts to matter and chunks are sent in batches.
+MIN_TASK_BYTES = 2**20
 
 
 @dataclass
 class RunOutput:
     """What a run produced, before it is presented to the user."""
 
-    x: np.ndarray | None = None
+    x: np.ndarray | pa.Table | None = None
     y: np.ndarray | None = None
     reductions: dict[str, Any] = field(default_factory=dict)
     report: RunReport | None = None
 
 
 @dataclass
-class _Files:
-    """Output files of one pass, and where each must end up."""
+class _Outputs:
+    """Where one pass writes, and what must happen to it when the run ends."""
 
-    x: ArrayRef | str | None = None
+    writes: Writes = "none"
+    x: ArrayRef | str | None = None  # a preallocated .npy, or a folder of parts
     y: ArrayRef | str | None = None
+    parquet: ParquetOptions | None = None
+
+
+@dataclass
+class _Commit:
+    """Everything written beside a final path, to move into place or remove."""
+
     moves: list[tuple[str, str]] = field(default_factory=list)  # (temporary, final)
+    parquet: ParquetTarget | None = None
+
+    def abort(self) -> None:
+        for temporary, _ in self.moves:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+        if self.parquet is not None:
+            self.parquet.abort()
+
+    def commit(self, schema: pa.Schema | None) -> None:
+        for temporary, final in self.moves:
+            try:
+                os.replace(temporary, final)
+            except OSError as exc:
+                raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
+        self.moves.clear()
+        if self.parquet is not None:
+            assert schema is not None
+            self.parquet.commit(schema)
+            self.parquet = None
 
 
-def _prepare_outputs(
-    p: PassPlan,
-    src: OpenedSource,
-    sink: ArraySink,
-    workspace: Workspace,
-    pending: list[tuple[str, str]],
-) -> tuple[Writes, _Files]:
-    """Allocate (or make folders for) the files a pass writes into.
-
-    Temporary files beside the sink's final paths are added to ``pending`` as
-    soon as they exist, so that a failure removes them.
-    """
-    files = _Files(moves=pending)
-    if p.output == "none":
-        return "none", files
-    want_y = src.y is not None and (p.output != "sink" or sink.y is not None)
-    if p.ragged:
-        files.x = workspace.folder(f"pass{p.index}-x-parts")
-        files.y = workspace.folder(f"pass{p.index}-y-parts") if want_y else None
-        return "parts", files
-    files.x = allocate_npy(
-        _destination(p, sink.npy, "x", workspace, files),
-        np.dtype(p.output_meta.dtype),
-        (src.x.n_rows, *p.output_meta.tail),
-    )
-    if want_y:
-        assert src.y is not None
-        files.y = allocate_npy(
-            _destination(p, sink.y, "y", workspace, files),
-            np.dtype(src.y.dtype),
-            src.y.shape,
-        )
-    return "rows", files
-
-
-def _destination(p: PassPlan, final: str | None, name: str, ws: Workspace, files: _Files) -> str:
-    """Where a pass writes ``name``: beside the sink's final path, or in the workspace."""
+def _npy_destination(
+    p: PassPlan, final: str | None, name: str, workspace: Workspace, commit: _Commit
+) -> str:
+    """Where a pass writes an ``.npy``: beside the sink's final path, or in the workspace."""
     if p.output == "sink" and final is not None:
-        folder = os.path.dirname(os.path.abspath(final))
         try:
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create the folder of {final}: {exc}") from exc
         temporary = temporary_sibling(final)
-        files.moves.append((temporary, final))
+        commit.moves.append((temporary, final))
         return temporary
-    return ws.path(f"pass{p.index}-{name}.npy")
+    return workspace.path(f"pass{p.index}-{name}.npy")
 
 
-def _assemble(
-    p: PassPlan,
-    files: _Files,
-    counts: list[int],
-    src: OpenedSource,
-    sink: ArraySink,
-    workspace: Workspace,
-) -> None:
-    """Join the part files of a ragged pass into its output files."""
-    x_parts, y_parts = files.x, files.y
-    files.x = assemble_parts(
-        x_parts,  # type: ignore[arg-type]
-        counts,
-        _destination(p, sink.npy, "x", workspace, files),
-        np.dtype(p.output_meta.dtype),
-        p.output_meta.tail,
-    )
-    if y_parts is not None and src.y is not None:
-        files.y = assemble_parts(
-            y_parts,  # type: ignore[arg-type]
-            counts,
-            _destination(p, sink.y, "y", workspace, files),
-            np.dtype(src.y.dtype),
-            src.y.shape[1:],
+def _prepare_outputs(
+    p: PassPlan, src: Input, sink: Sink, workspace: Workspace, commit: _Commit
+) -> _Outputs:
+    """Allocate (or make folders for) the files a pass writes into."""
+    if p.output == "none":
+        return _Outputs()
+    if isinstance(p.output_meta, TableMeta):
+        if p.output == "sink":
+            assert sink.parquet is not None
+            commit.parquet = ParquetTarget(sink.parquet, sink.parquet_options)
+            return _Outputs("parquet", commit.parquet.open(), parquet=sink.parquet_options)
+        return _Outputs(
+            "parquet", workspace.folder(f"pass{p.index}-parquet"), parquet=ParquetOptions()
         )
+    y_ref = src.y if isinstance(src, OpenedSource) else None
+    want_y = y_ref is not None and (p.output != "sink" or sink.y is not None)
+    if p.ragged:
+        return _Outputs(
+            "parts",
+            workspace.folder(f"pass{p.index}-x-parts"),
+            workspace.folder(f"pass{p.index}-y-parts") if want_y else None,
+        )
+    assert isinstance(src, OpenedSource) and isinstance(p.output_meta, ArrayMeta)
+    outputs = _Outputs("rows")
+    outputs.x = allocate_npy(
+        _npy_destination(p, sink.npy, "x", workspace, commit),
+        np.dtype(p.output_meta.dtype),
+        (src.x.n_rows, *p.output_meta.tail),
+    )
+    if want_y and y_ref is not None:
+        outputs.y = allocate_npy(
+            _npy_destination(p, sink.y, "y", workspace, commit), np.dtype(y_ref.dtype), y_ref.shape
+        )
+    return outputs
 
 
-def _fold(stages: tuple[Stage, ...], acc: list[Any] | None, outcome: ChunkOutcome) -> list[Any]:
-    """Combine one chunk's reduction states into the running states (chunk order)."""
-    if acc is None:
-        return list(outcome.states)
-    reducers = [s for s in stages if s.kind == "reduce"]
-    merged = []
-    for stage, left, right in zip(reducers, acc, outcome.states, strict=True):
-        try:
-            merged.append(stage.reduction.combine(left, right))  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise StageError(
-                stage.name,
-                outcome.index,
-                None,
-                f"{type(exc).__name__}: {exc} (in combine, merging this chunk's state)",
-            ) from exc
-    return merged
+def _joined(
+    p: PassPlan,
+    outputs: _Outputs,
+    blocks: list[tuple[int, int, int]],
+    src: Input,
+    sink: Sink,
+    workspace: Workspace,
+    commit: _Commit,
+) -> Input:
+    """The pass's output as the next pass's input (joining part files if needed)."""
+    if outputs.writes == "parquet":
+        folder = str(outputs.x)
+        if p.output == "sink":
+            return src  # committed at the end; no later pass reads it
+        if not glob.glob(os.path.join(folder, "*.parquet")):
+            assert isinstance(p.output_meta, TableMeta)
+            pq.write_table(p.output_meta.empty(), os.path.join(folder, "empty.parquet"))
+        return TableSource(path=folder).open()
+    if outputs.writes == "parts":
+        assert isinstance(p.output_meta, ArrayMeta)
+        x = assemble_parts(
+            str(outputs.x),
+            blocks,
+            _npy_destination(p, sink.npy, "x", workspace, commit),
+            np.dtype(p.output_meta.dtype),
+            p.output_meta.tail,
+        )
+        y = None
+        if outputs.y is not None and isinstance(src, OpenedSource) and src.y is not None:
+            y = assemble_parts(
+                str(outputs.y),
+                blocks,
+                _npy_destination(p, sink.y, "y", workspace, commit),
+                np.dtype(src.y.dtype),
+                src.y.shape[1:],
+            )
+        return OpenedSource(x, y)
+    assert isinstance(outputs.x, ArrayRef)
+    return OpenedSource(outputs.x, outputs.y if isinstance(outputs.y, ArrayRef) else None)
 
 
 def _finalize(stage: Stage, state: Any) -> Any:
@@ -301,11 +201,6 @@ def _finalize(stage: Stage, state: Any) -> Any:
         raise StageError(
             stage.name, None, None, f"{type(exc).__name__}: {exc} (in finalize)"
         ) from exc
-
-
-#: Input bytes a task should carry at least. Below this, per-task overhead
-#: (~0.2 ms a round trip) starts to matter and chunks are sent in batches.
-MIN_TASK_BYTES = 2**20
 
 
 def _batch_size(p: PassPlan) -> int:
@@ -319,10 +214,17 @@ def _batch_size(p: PassPlan) -> int:
     return max(1, -(-MIN_TASK_BYTES // chunk_bytes))
 
 
+def _chunks_of(src: Input, p: PassPlan, overlap: int) -> tuple[Chunk, ...] | tuple[TableChunk, ...]:
+    if isinstance(src, TableRef):
+        return src.plan_chunks(p.chunk_rows)
+    return plan_chunks(src.x.n_rows, p.chunk_rows, overlap)
+
+
 def _run_pass(
-    p: PassPlan, task: PassTask, chunks: tuple[Chunk, ...], show_progress: bool
+    p: PassPlan, task: PassTask, chunks: tuple[Any, ...], show_progress: bool
 ) -> Iterator[ChunkOutcome]:
-    total_bytes = sum(c.rows for c in chunks) * p.input_meta.row_nbytes
+    row_nbytes = p.input_meta.row_nbytes
+    total_bytes = sum(c.rows or 0 for c in chunks) * row_nbytes
     with ExitStack() as stack:
         stack.enter_context(p.parallel.activate())
         bar = stack.enter_context(
@@ -330,14 +232,31 @@ def _run_pass(
         )
         parallel = p.parallel.parallel(return_as="generator", batch_size=_batch_size(p))
         for outcome in parallel(delayed(run_chunk)(task, chunk) for chunk in chunks):
-            bar.advance(outcome.rows_in, outcome.rows_in * p.input_meta.row_nbytes)
+            bar.advance(outcome.rows_in, outcome.rows_in * row_nbytes)
             yield outcome
+
+
+def _empty_states(p: PassPlan) -> list[Any]:
+    """Reduction states of no rows at all (a source with no chunks)."""
+    states = []
+    for stage, meta in zip(p.stages, (p.input_meta, *p.stage_metas), strict=False):
+        if stage.kind == "reduce":
+            states.append(stage.reduction.chunk(meta.empty()))  # type: ignore[attr-defined]
+    return states
+
+
+def _load_in_memory(src: Input) -> tuple[np.ndarray | pa.Table, np.ndarray | None]:
+    if isinstance(src, TableRef):
+        return pa.concat_tables(
+            [pq.read_table(path) for path in src.files], promote_options="default"
+        ), None
+    return np.load(src.x.path), None if src.y is None else np.load(src.y.path)
 
 
 def execute_plan(
     plan: Plan,
-    src: OpenedSource,
-    sink: ArraySink,
+    src: Input,
+    sink: Sink,
     workspace: Workspace,
     *,
     overlap: int,
@@ -348,53 +267,54 @@ def execute_plan(
     started = time.perf_counter()
     result = RunOutput()
     pass_reports = []
-    pending: list[tuple[str, str]] = []
+    commit = _Commit()
     current = src
     try:
         for p in plan.passes:
             pass_started = time.perf_counter()
-            n_rows = current.x.n_rows
-            chunks = plan_chunks(n_rows, p.chunk_rows, overlap)
-            writes, files = _prepare_outputs(p, current, sink, workspace, pending)
+            chunks = _chunks_of(current, p, overlap)
+            outputs = _prepare_outputs(p, current, sink, workspace, commit)
             task = PassTask(
-                x=current.x,
-                y=current.y,
+                source=current,
+                chunk_rows=p.chunk_rows,
                 stages=p.stages,
                 output_meta=p.output_meta,
-                writes=writes,
-                x_target=files.x,
-                y_target=files.y,
+                writes=outputs.writes,
+                x_target=outputs.x,
+                y_target=outputs.y,
+                parquet=outputs.parquet,
                 keep_freed_memory=p.parallel.owns_worker_processes,
             )
             acc: list[Any] | None = None
-            counts: list[int] = []
+            blocks: list[tuple[int, int, int]] = []
+            rows_in = rows_out = peak_rss = 0
             stage_seconds = [0.0] * len(p.stages)
-            peak_rss = 0
             for outcome in _run_pass(p, task, chunks, show_progress):
-                acc = _fold(p.stages, acc, outcome)
-                counts.append(outcome.rows_out)
+                acc = (
+                    list(outcome.states)
+                    if acc is None
+                    else combine_states(p.stages, acc, outcome.states, outcome.index)
+                )
+                blocks.extend((outcome.index, b, rows) for b, rows in enumerate(outcome.parts))
+                rows_in += outcome.rows_in
+                rows_out += outcome.rows_out
                 stage_seconds = [a + b for a, b in zip(stage_seconds, outcome.seconds, strict=True)]
                 peak_rss = max(peak_rss, outcome.peak_rss)
-            if acc is None:  # no chunks: reduce an empty array for neutral states
-                acc = _empty_states(p)
             reducers = [s for s in p.stages if s.kind == "reduce"]
-            for stage, state in zip(reducers, acc, strict=True):
+            for stage, state in zip(
+                reducers, acc if acc is not None else _empty_states(p), strict=True
+            ):
                 result.reductions[stage.name] = _finalize(stage, state)
-            if writes == "parts":
-                _assemble(p, files, counts, current, sink, workspace)
-            if writes != "none":
-                current = OpenedSource(
-                    x=_reopen(files.x),  # type: ignore[arg-type]
-                    y=_reopen(files.y) if files.y is not None else None,
-                )
+            if outputs.writes != "none":
+                current = _joined(p, outputs, blocks, current, sink, workspace, commit)
             pass_reports.append(
                 PassReport(
                     index=p.index,
                     parallel=p.parallel.describe(),
                     chunks=len(chunks),
-                    rows_in=n_rows,
-                    rows_out=sum(counts),
-                    bytes_in=n_rows * p.input_meta.row_nbytes,
+                    rows_in=rows_in,
+                    rows_out=rows_out,
+                    bytes_in=rows_in * p.input_meta.row_nbytes,
                     seconds=time.perf_counter() - pass_started,
                     worker_peak_rss=peak_rss,
                     stages=tuple(
@@ -405,39 +325,35 @@ def execute_plan(
             )
         last = plan.passes[-1] if plan.passes else None
         if last is not None and last.output == "memory":
-            result.x = np.load(current.x.path)
-            result.y = None if current.y is None else np.load(current.y.path)
+            result.x, result.y = _load_in_memory(current)
         if sink.reductions is not None:
             atomic_write_json(
                 sink.reductions, reductions_as_json(result.reductions, sink.reductions)
             )
-        for temporary, final in pending:
-            try:
-                os.replace(temporary, final)
-            except OSError as exc:
-                raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
-        pending.clear()
+        output_schema = (
+            last.output_meta.schema
+            if last is not None and isinstance(last.output_meta, TableMeta)
+            else None
+        )
+        commit.commit(output_schema)
         if last is not None and last.output == "sink":
-            result.x = read_npy_ref(sink.npy).open()  # type: ignore[arg-type]
-            result.y = None if sink.y is None or current.y is None else read_npy_ref(sink.y).open()
+            result.x, result.y = _open_sink(sink, current)
     finally:
-        for temporary, _ in pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
+        commit.abort()
     result.report = RunReport(
         name=plan.name, seconds=time.perf_counter() - started, passes=tuple(pass_reports)
     )
     return result
 
 
-def _reopen(target: ArrayRef | str) -> ArrayRef:
-    return target if isinstance(target, ArrayRef) else read_npy_ref(target)
+def _open_sink(sink: Sink, current: Input) -> tuple[Any, np.ndarray | None]:
+    """What a run returns for a sink: a memmap of the .npy, or the Parquet dataset."""
+    if sink.parquet is not None:
+        import pyarrow.dataset as ds
 
-
-def _empty_states(p: PassPlan) -> list[Any]:
-    states = []
-    for stage, meta in zip(p.stages, (p.input_meta, *p.stage_metas), strict=False):
-        if stage.kind == "reduce":
-            empty = np.empty((0, *meta.tail), dtype=meta.dtype)
-            states.append(stage.reduction.chunk(empty))  # type: ignore[attr-defined]
-    return states
+        return ds.dataset(sink.parquet, format="parquet", partitioning="hive"), None
+    assert sink.npy is not None
+    y = None
+    if sink.y is not None and isinstance(current, OpenedSource) and current.y is not None:
+        y = read_npy_ref(sink.y).open()
+    return read_npy_ref(sink.npy).open(), y

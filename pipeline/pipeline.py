@@ -98,7 +98,7 @@ class Pipeline:
     """
 
     # Loose inputs are normalized in __post_init__: afterwards ``source`` is an
-    # ArraySource, ``stages`` a tuple of Stage, ``sink`` an ArraySink and
+    # ArraySource, ``stages`` a tuple of Stage, ``sink`` an Sink and
     # ``chunks`` a ChunkSpec.
     source: Any
     stages: Sequence[Any] = ()

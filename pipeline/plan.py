@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pyarrow as pa
 
+from .blocks import ArrayMeta, Data, Meta, TableMeta, as_rows, meta_of, num_rows, take
 from .chunking import WORKING_SET_FACTOR, ChunkSpec, plan_chunks, resolve_chunk_rows
-from .errors import StageError
+from .datasets import TableRef
+from .errors import SpecError, StageError
 from .parallel import ParallelSettings, resolve_parallel
 from .sources import OpenedSource
 from .stage import Stage
@@ -29,7 +32,15 @@ from .stage import Stage
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["ArrayMeta", "PassPlan", "Plan", "build_plan", "probe_stages"]
+__all__ = [
+    "ArrayMeta",
+    "PassPlan",
+    "Plan",
+    "apply_map",
+    "build_plan",
+    "filter_mask",
+    "probe_stages",
+]
 
 #: Rows the probe runs every stage on.
 PROBE_ROWS = 16
@@ -40,72 +51,55 @@ _WORKER_BASE_BYTES = 60 * 2**20
 Output = Literal["sink", "memory", "workspace", "none"]
 
 
-@dataclass(frozen=True)
-class ArrayMeta:
-    """What one row of data looks like: dtype and trailing shape."""
-
-    dtype: str
-    tail: tuple[int, ...]
-
-    @property
-    def row_nbytes(self) -> int:
-        """Bytes in one row."""
-        return int(np.prod(self.tail, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-    def describe(self) -> str:
-        """e.g. ``float64 (n, 8)``."""
-        return f"{np.dtype(self.dtype).name} {('n', *self.tail)}".replace("'n'", "n")
-
-    @classmethod
-    def of(cls, array: np.ndarray) -> ArrayMeta:
-        """The meta of an array's rows."""
-        return cls(array.dtype.str, tuple(array.shape[1:]))
+def _as_rows(value: object, rows: int, what: str) -> Data:
+    """Check a stage result has ``rows`` rows; return it as an array or a table."""
+    data = as_rows(value)
+    if isinstance(data, np.ndarray) and data.ndim == 0:
+        raise ValueError(f"returned a scalar for {rows} input rows; {what}")
+    if num_rows(data) != rows:
+        raise ValueError(f"returned {num_rows(data)} rows for {rows} input rows; {what}")
+    return data
 
 
-def _as_rows(value: object, stage: Stage, rows: int, what: str) -> np.ndarray:
-    """Check a stage result has ``rows`` rows; return it as an array."""
-    array = np.asarray(value)
-    if array.ndim == 0 or array.shape[0] != rows:
-        got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
-        raise ValueError(f"returned {got} for {rows} input rows; {what}")
-    return array
-
-
-def apply_map(stage: Stage, data: np.ndarray) -> np.ndarray:
+def apply_map(stage: Stage, data: Data) -> Data:
     """Run a map stage and check that it kept the rows."""
     return _as_rows(
         stage.call(data),  # type: ignore[attr-defined]
-        stage,
-        data.shape[0],
+        num_rows(data),
         "a map must return one row per input row (use a filter to drop rows)",
     )
 
 
-def filter_mask(stage: Stage, data: np.ndarray) -> np.ndarray:
+def filter_mask(stage: Stage, data: Data) -> np.ndarray:
     """Run a filter stage and check that it returned a boolean row mask."""
+    result = stage.call(data)  # type: ignore[attr-defined]
+    if isinstance(result, (pa.Array, pa.ChunkedArray)):
+        result = result.to_numpy(zero_copy_only=False)
     mask = _as_rows(
-        stage.call(data),  # type: ignore[attr-defined]
-        stage,
-        data.shape[0],
-        "a filter must return a boolean mask with one value per row",
+        result, num_rows(data), "a filter must return a boolean mask with one value per row"
     )
-    if mask.dtype != np.bool_ or mask.ndim != 1:
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 1:
+        kind = (
+            f"{mask.dtype} values of shape {mask.shape}"
+            if isinstance(mask, np.ndarray)
+            else "a table"
+        )
         raise ValueError(
-            f"returned {mask.dtype} values of shape {mask.shape}; a filter must return "
-            "a 1-D boolean mask with one value per row"
+            f"returned {kind}; a filter must return a 1-D boolean mask with one value per row"
         )
     return mask
 
 
-def probe_stages(
-    stages: Sequence[Stage], sample: np.ndarray
-) -> tuple[ArrayMeta, tuple[ArrayMeta, ...]]:
+def probe_stages(stages: Sequence[Stage], sample: Data) -> tuple[Meta, tuple[Meta, ...]]:
     """Run the stages on ``sample`` rows; return the input meta and the meta after each.
 
     Raises
     ------
     StageError
         Naming the first stage that fails on the sample or returns the wrong rows.
+    SpecError
+        When a stage finds its parameters do not fit the data (e.g. a column
+        that does not exist): reported as a mistake in the spec.
     """
     data = sample
     metas = []
@@ -114,19 +108,27 @@ def probe_stages(
             if stage.kind == "map":
                 data = apply_map(stage, data)
             elif stage.kind == "filter":
-                data = data[filter_mask(stage, data)]
+                data = take(data, filter_mask(stage, data))
             else:
                 stage.reduction.chunk(data)  # type: ignore[attr-defined]
+        except SpecError as exc:
+            raise exc.prefixed(f"stage {stage.name!r}") from None
         except Exception as exc:
             raise StageError(
                 stage.name,
                 None,
                 None,
-                f"{type(exc).__name__}: {exc} (while checking the stage on the first "
-                f"{sample.shape[0]} rows of {ArrayMeta.of(sample).describe()} data)",
+                f"{type(exc).__name__}: {exc} (while checking the stage on "
+                f"{_sample_description(sample)})",
             ) from exc
-        metas.append(ArrayMeta.of(data))
-    return ArrayMeta.of(sample), tuple(metas)
+        metas.append(meta_of(data))
+    return meta_of(sample), tuple(metas)
+
+
+def _sample_description(sample: Data) -> str:
+    if num_rows(sample) == 0:
+        return f"an empty sample of {meta_of(sample).describe()}"
+    return f"the first {num_rows(sample)} rows of {meta_of(sample).describe()} data"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,17 +138,19 @@ class PassPlan:
     index: int
     stages: tuple[Stage, ...]
     parallel: ParallelSettings
-    input_meta: ArrayMeta
-    output_meta: ArrayMeta
-    stage_metas: tuple[ArrayMeta, ...]
+    input_meta: Meta
+    output_meta: Meta
+    stage_metas: tuple[Meta, ...]
     output: Output
     n_rows: int | None
     chunk_rows: int
+    n_chunks: int | None
 
     @property
     def ragged(self) -> bool:
-        """Whether rows may be dropped, so the output length is known only afterwards."""
-        return any(stage.kind == "filter" for stage in self.stages)
+        """Whether the output length is known only afterwards (filters, table input)."""
+        table_input = isinstance(self.input_meta, TableMeta)
+        return table_input or any(stage.kind == "filter" for stage in self.stages)
 
     @property
     def changes_data(self) -> bool:
@@ -171,6 +175,7 @@ class Plan:
     chunks: ChunkSpec
     overlap: int
     has_y: bool
+    table: bool
     passes: tuple[PassPlan, ...]
 
     @property
@@ -187,14 +192,18 @@ class Plan:
         lines.append(f"chunks: {self.chunks.describe()}")
         for p in self.passes:
             lines.append(f"pass {p.index + 1} of {len(self.passes)}: {p.parallel.describe()}")
-            if p.n_rows is None:
-                lines.append(f"  chunks: {p.chunk_rows} rows each (input length known after pass)")
-            else:
-                n = len(plan_chunks(p.n_rows, p.chunk_rows))
-                size = _human(p.chunk_rows * p.input_meta.row_nbytes)
+            size = _human(p.chunk_rows * p.input_meta.row_nbytes)
+            if p.n_chunks is None:
                 lines.append(
-                    f"  chunks: {n} of up to {p.chunk_rows} rows ({size} each) "
-                    f"over {p.n_rows} rows"
+                    f"  chunks: up to {p.chunk_rows} rows ({size}) each "
+                    f"(input length known after pass {p.index})"
+                )
+            else:
+                total = "an unknown number of" if p.n_rows is None else str(p.n_rows)
+                where = " (whole row groups, read by the workers)" if self.table else ""
+                lines.append(
+                    f"  chunks: {p.n_chunks} of up to {p.chunk_rows} rows ({size} each) "
+                    f"over {total} rows{where}"
                     + (f", halo {self.overlap} rows" if self.overlap else "")
                 )
             lines.append("  fused stages (one task per chunk):")
@@ -229,17 +238,45 @@ def _human(nbytes: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _probe_sample(opened: OpenedSource | TableRef) -> Data:
+    """Rows to probe the stages on: the first few of an array; an empty table.
+
+    Tables are probed on no rows at all: the parent never reads table data.
+    """
+    if isinstance(opened, TableRef):
+        return opened.empty()
+    return np.asarray(opened.x.read(0, min(opened.x.n_rows, PROBE_ROWS)))
+
+
+def _check_sink_fits(pipeline: Pipeline, meta: Meta) -> None:
+    """The data output must be of the kind the sink writes."""
+    sink = pipeline.sink
+    if isinstance(meta, TableMeta) and sink.npy is not None:
+        raise SpecError.at(
+            "sink.npy",
+            f"the pipeline's output is a {meta.describe()}; write it with sink.parquet, "
+            "or end with a to_array stage",
+        )
+    if isinstance(meta, ArrayMeta) and sink.parquet is not None:
+        raise SpecError.at(
+            "sink.parquet",
+            f"the pipeline's output is an array of {meta.describe()}; write it with "
+            "sink.npy, or end with a from_array stage",
+        )
+
+
 def build_plan(
     pipeline: Pipeline,
-    opened: OpenedSource,
+    opened: OpenedSource | TableRef,
     *,
     n_jobs: int | None = None,
     backend: str | None = None,
 ) -> Plan:
     """Compile ``pipeline`` over an opened source, probing every stage first."""
-    x = opened.x
-    sample = x.read(0, min(x.n_rows, PROBE_ROWS))
-    input_meta, metas = probe_stages(pipeline.stages, np.asarray(sample))
+    input_meta, metas = probe_stages(pipeline.stages, _probe_sample(opened))
+    writes_data = pipeline.sink.has_data or any(s.changes_data for s in pipeline.stages)
+    if writes_data:
+        _check_sink_fits(pipeline, metas[-1] if metas else input_meta)
     default_n_jobs = n_jobs if n_jobs is not None else pipeline.n_jobs
     default_backend = backend if backend is not None else pipeline.backend
 
@@ -266,10 +303,11 @@ def build_plan(
     if not groups:  # no stages: one pass that copies the source to the sink
         groups = [[]]
 
-    writes_data = pipeline.sink.npy is not None or any(s.changes_data for s in pipeline.stages)
     passes = []
     meta = input_meta
-    n_rows: int | None = x.n_rows
+    n_rows = opened.n_rows if isinstance(opened, TableRef) else opened.x.n_rows
+    # Table row sizes come from the Parquet metadata (decoded bytes per row).
+    source_row_nbytes = opened.row_nbytes if isinstance(opened, TableRef) else 0
     for k, group in enumerate(groups):
         stages = tuple(pipeline.stages[i] for i in group)
         stage_metas = tuple(metas[i] for i in group)
@@ -282,13 +320,17 @@ def build_plan(
         changes = any(s.changes_data for s in stages)
         output: Output
         if last:
-            output = "none" if not writes_data else "sink" if pipeline.sink.npy else "memory"
+            output = "none" if not writes_data else "sink" if pipeline.sink.has_data else "memory"
         else:
             output = "workspace" if changes else "none"
         out_meta = stage_metas[-1] if stage_metas else meta
-        chunk_rows = resolve_chunk_rows(
-            pipeline.chunks, max(meta.row_nbytes, out_meta.row_nbytes), settings.n_workers
-        )
+        row_nbytes = max(meta.row_nbytes, out_meta.row_nbytes, source_row_nbytes if k == 0 else 0)
+        chunk_rows = resolve_chunk_rows(pipeline.chunks, row_nbytes, settings.n_workers)
+        n_chunks: int | None = None
+        if k == 0 and isinstance(opened, TableRef):
+            n_chunks = len(opened.plan_chunks(chunk_rows))
+        elif n_rows is not None:
+            n_chunks = len(plan_chunks(n_rows, chunk_rows))
         passes.append(
             PassPlan(
                 index=k,
@@ -300,6 +342,7 @@ def build_plan(
                 output=output,
                 n_rows=n_rows,
                 chunk_rows=chunk_rows,
+                n_chunks=n_chunks,
             )
         )
         if any(s.kind == "filter" for s in stages):
@@ -311,6 +354,7 @@ def build_plan(
         sink=pipeline.sink.describe(),
         chunks=pipeline.chunks,
         overlap=pipeline.chunks.overlap,
-        has_y=opened.y is not None,
+        has_y=isinstance(opened, OpenedSource) and opened.y is not None,
+        table=isinstance(opened, TableRef),
         passes=tuple(passes),
     )

@@ -19,17 +19,19 @@ import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import SinkError, SpecError
+from .parquet import ParquetOptions, ParquetTarget
 from .sources import ArrayRef, read_npy_ref
 
 __all__ = [
-    "ArraySink",
+    "SINK_KEYS",
+    "Sink",
     "allocate_npy",
     "assemble_parts",
     "atomic_write_json",
@@ -81,23 +83,34 @@ def write_rows(target: ArrayRef, start: int, block: np.ndarray) -> None:
         os.close(fd)
 
 
-def write_part(folder: str, index: int, block: np.ndarray) -> None:
-    """Write one chunk's filtered rows as part file ``index`` of ``folder``."""
-    if block.shape[0]:
-        np.save(os.path.join(folder, f"part-{index:06d}.npy"), np.ascontiguousarray(block))
+def _part_name(chunk: int, block: int) -> str:
+    return f"part-{chunk:06d}-{block:04d}.npy"
+
+
+def write_part(folder: str, chunk: int, block: int, rows: np.ndarray) -> None:
+    """Write block ``block`` of chunk ``chunk``'s rows as a part file of ``folder``."""
+    if rows.shape[0]:
+        np.save(os.path.join(folder, _part_name(chunk, block)), np.ascontiguousarray(rows))
 
 
 def assemble_parts(
-    folder: str, counts: Sequence[int], target: str, dtype: np.dtype, tail: tuple[int, ...]
+    folder: str,
+    counts: Sequence[tuple[int, int, int]],
+    target: str,
+    dtype: np.dtype,
+    tail: tuple[int, ...],
 ) -> ArrayRef:
-    """Concatenate a folder's part files in chunk order into a new ``.npy`` ``target``."""
-    out = allocate_npy(target, dtype, (int(sum(counts)), *tail))
+    """Concatenate part files into a new ``.npy`` ``target``, in the order of ``counts``.
+
+    ``counts`` lists ``(chunk, block, rows)`` for every block, in row order.
+    """
+    out = allocate_npy(target, dtype, (sum(rows for _, _, rows in counts), *tail))
     position = out.offset
     with open(target, "r+b") as dst:
-        for index, count in enumerate(counts):
+        for chunk, block, count in counts:
             if count == 0:
                 continue
-            part = read_npy_ref(os.path.join(folder, f"part-{index:06d}.npy"), what="part")
+            part = read_npy_ref(os.path.join(folder, _part_name(chunk, block)), what="part")
             length = count * out.row_nbytes
             with open(part.path, "rb") as src:
                 _copy_range(src.fileno(), dst.fileno(), part.offset, position, length)
@@ -166,27 +179,42 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
         raise
 
 
+_PARQUET_OPTIONS = ("partition_by", "mode", "compression", "row_group_size", "single_file")
+
+#: Keys of a sink in a spec.
+SINK_KEYS = ("npy", "y", "parquet", *_PARQUET_OPTIONS, "reductions")
+
+
 @dataclass(frozen=True, kw_only=True)
-class ArraySink:
+class Sink:
     """Where a run's results go.
 
     Parameters
     ----------
     npy
-        Path of the ``.npy`` file receiving the data output; ``None`` returns
-        it in memory instead (when any stage changes the data).
+        Path of the ``.npy`` file receiving an array output.
     y
         Path of the ``.npy`` file receiving the aligned ``y`` after filters.
+    parquet
+        Path of the Parquet dataset folder (or file, with ``single_file``)
+        receiving a table output.
+    parquet_options
+        How the Parquet output is written (partitioning, mode, compression...).
     reductions
         Path of a JSON file receiving the results of the ``reduce`` stages.
+
+    With neither ``npy`` nor ``parquet``, the data output is returned in
+    memory (when any stage changes the data).
     """
 
     npy: str | None = None
     y: str | None = None
+    parquet: str | None = None
+    parquet_options: ParquetOptions = field(default_factory=ParquetOptions)
     reductions: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("npy", "y", "reductions"):
+        for key in ("npy", "y", "parquet", "reductions"):
             value = getattr(self, key)
             if value is None:
                 continue
@@ -195,11 +223,27 @@ class ArraySink:
             object.__setattr__(self, key, os.fspath(value))
         if self.y is not None and self.npy is None:
             raise SpecError.at("y", "needs npy too (y is written beside the data)")
+        if self.npy is not None and self.parquet is not None:
+            raise SpecError.at("", "give either npy or parquet, not both")
         if self.npy is not None and not self.npy.endswith(".npy"):
             raise SpecError.at("npy", f"expected a path ending in .npy, got {self.npy!r}")
-        paths = [p for p in (self.npy, self.y, self.reductions) if p is not None]
+        paths = [p for p in (self.npy, self.y, self.parquet, self.reductions) if p is not None]
         if len(set(map(os.path.abspath, paths))) < len(paths):
-            raise SpecError.at("", "npy, y and reductions must be different files")
+            raise SpecError.at("", "npy, y, parquet and reductions must be different paths")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Sink:
+        """A sink from its spec form: ``{"parquet": path, "partition_by": [...], ...}``."""
+        options = {k: mapping[k] for k in _PARQUET_OPTIONS if k in mapping}
+        if options and mapping.get("parquet") is None:
+            raise SpecError.at(next(iter(options)), "only applies to a parquet sink")
+        fields = {k: v for k, v in mapping.items() if k not in _PARQUET_OPTIONS}
+        return cls(parquet_options=ParquetOptions(**options), **fields)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the data output goes to a file (rather than memory or nowhere)."""
+        return self.npy is not None or self.parquet is not None
 
     def check_writable(self) -> None:
         """Fail before any work if an output path can never be written.
@@ -207,14 +251,17 @@ class ArraySink:
         Raises
         ------
         SinkError
-            Naming the field and path: a folder stands at the file's path, or a
-            file stands where one of its folders would be.
+            Naming the field and path: a folder stands at a file's path, a
+            file stands where one of its folders would be, or a Parquet target
+            exists and the mode does not allow writing to it.
         """
-        for key in ("npy", "y", "reductions"):
+        if self.parquet is not None:
+            ParquetTarget(self.parquet, self.parquet_options).check()
+        for key in ("npy", "y", "parquet", "reductions"):
             path = getattr(self, key)
             if path is None:
                 continue
-            if os.path.isdir(path):
+            if key != "parquet" and os.path.isdir(path):
                 raise SinkError(f"sink.{key}: {path} is a directory, not a file")
             for parent in Path(os.path.abspath(path)).parents:
                 if parent.exists():
@@ -226,9 +273,30 @@ class ArraySink:
 
     def describe(self) -> str:
         """A one-line description for ``explain``."""
-        parts = [f"{k} {getattr(self, k)}" for k in ("npy", "y", "reductions") if getattr(self, k)]
+        parts = [
+            f"{k} {getattr(self, k)}"
+            for k in ("npy", "y", "parquet", "reductions")
+            if getattr(self, k)
+        ]
+        if self.parquet is not None:
+            options = self.parquet_options
+            detail = [f"mode {options.mode}", f"{options.compression} compression"]
+            if options.partition_by:
+                detail.append(f"partitioned by {', '.join(options.partition_by)}")
+            if options.single_file:
+                detail.append("merged into one file")
+            parts[-1 if self.reductions is None else -2] += f" ({', '.join(detail)})"
         return "; ".join(parts) or "in memory"
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """The spec form of this sink."""
-        return {k: getattr(self, k) for k in ("npy", "y", "reductions") if getattr(self, k)}
+        spec: dict[str, Any] = {
+            k: getattr(self, k) for k in ("npy", "y", "parquet", "reductions") if getattr(self, k)
+        }
+        if self.parquet is not None:
+            default = ParquetOptions()
+            for key in _PARQUET_OPTIONS:
+                value = getattr(self.parquet_options, key)
+                if value != getattr(default, key):
+                    spec[key] = list(value) if isinstance(value, tuple) else value
+        return spec

@@ -3,7 +3,7 @@
 Everything a user may write in a spec (YAML or TOML) or pass to
 :class:`~pipeline.Pipeline` goes through the ``normalize_*`` functions here,
 once. Each returns the canonical frozen value (:class:`ChunkSpec`,
-:class:`ArraySource`, :class:`ArraySink`, stage objects) or raises a
+:class:`ArraySource`, :class:`Sink`, stage objects) or raises a
 :class:`SpecError` whose field paths point into the spec. All problems in a
 spec are collected and reported together; unknown keys are errors, with a
 "did you mean" where one is close.
@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .chunking import ChunkSpec, parse_bytes
+from .datasets import FORMATS, TableSource
 from .errors import SpecError, SpecIssue
 from .registry import did_you_mean
-from .sinks import ArraySink
+from .sinks import SINK_KEYS, Sink
 from .sources import ArraySource
 from .stage import Filter, Map, Reduce, Stage, check_parallel_settings
 
@@ -110,35 +111,102 @@ def _path_field(value: Any, where: str) -> str:
     return os.fspath(value)
 
 
-def normalize_source(value: Any) -> ArraySource:
-    """A source from a path, an array, ``{"npy": path, "y": path}`` or an ArraySource."""
-    if isinstance(value, ArraySource):
+_TABLE_SOURCE_KEYS = ("columns", "filters", "schema")
+_SOURCE_SUFFIXES = {
+    ".npy": "npy",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    "": "parquet",
+    ".csv": "csv",
+    ".arrow": "ipc",
+    ".feather": "ipc",
+    ".ipc": "ipc",
+}
+_SINK_SUFFIXES = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet", "": "parquet"}
+
+
+def _kind_of_path(path: str, suffixes: Mapping[str, str]) -> str | None:
+    """The source or sink kind a bare path names, from its suffix (a folder: Parquet).
+
+    >>> _kind_of_path("data/events/", _SOURCE_SUFFIXES), _kind_of_path("x.npy", _SINK_SUFFIXES)
+    ('parquet', 'npy')
+    """
+    suffix = os.path.splitext(path.rstrip("/" + os.sep))[1].lower()
+    if suffix in suffixes:
+        return suffixes[suffix]
+    return "parquet" if os.path.isdir(path) else None
+
+
+def normalize_source(value: Any) -> ArraySource | TableSource:
+    """A source from a path, an array, a spec mapping, or a source object.
+
+    A path ending in ``.npy`` (or an array) is an array source; any other path
+    (a ``.parquet`` file, a folder) is a Parquet source.
+
+    >>> normalize_source("data/features.npy").describe()
+    'npy data/features.npy'
+    >>> normalize_source({"parquet": "data/events/", "columns": ["a"]}).describe()
+    "parquet data/events/ columns ['a']"
+    """
+    if isinstance(value, (ArraySource, TableSource)):
         return value
-    if isinstance(value, (str, os.PathLike, np.ndarray)):
+    if isinstance(value, np.ndarray):
         return ArraySource(value)
+    if isinstance(value, (str, os.PathLike)):
+        kind = _kind_of_path(os.fspath(value), _SOURCE_SUFFIXES)
+        if kind is None:
+            raise SpecError.at(
+                "",
+                f"cannot tell the kind of {os.fspath(value)!r} from its name; give "
+                "{npy: path}, {parquet: path}, {csv: path} or {ipc: path}",
+            )
+        value = {kind: value}
     mapping = _expect_mapping(value, "")
-    _check_keys(mapping, ("npy", "y"), "")
-    if "npy" not in mapping:
-        raise SpecError.at("", "expected a source kind: npy (e.g. {npy: data/x.npy})")
-    x = mapping["npy"]
-    x = x if isinstance(x, np.ndarray) else _path_field(x, "npy")
-    y = mapping.get("y")
-    if y is not None and not isinstance(y, np.ndarray):
-        y = _path_field(y, "y")
-    return ArraySource(x, y)
+    kinds = [k for k in ("npy", *FORMATS) if k in mapping]
+    if len(kinds) != 1:
+        _check_keys(mapping, ("npy", "y", *FORMATS, *_TABLE_SOURCE_KEYS), "")
+        found = f"got {', '.join(kinds)}" if kinds else "got none"
+        raise SpecError.at(
+            "",
+            f"expected a source kind: npy, {', '.join(FORMATS)} ({found}); "
+            "e.g. {npy: data/x.npy} or {parquet: data/events/}",
+        )
+    kind = kinds[0]
+    if kind == "npy":
+        _check_keys(mapping, ("npy", "y"), "")
+        x = mapping["npy"]
+        x = x if isinstance(x, np.ndarray) else _path_field(x, "npy")
+        y = mapping.get("y")
+        if y is not None and not isinstance(y, np.ndarray):
+            y = _path_field(y, "y")
+        return ArraySource(x, y)
+    _check_keys(mapping, (kind, *_TABLE_SOURCE_KEYS), "")
+    options = {k: mapping[k] for k in _TABLE_SOURCE_KEYS if k in mapping}
+    return TableSource(path=mapping[kind], format=FORMATS[kind], **options)
 
 
-def normalize_sink(value: Any) -> ArraySink:
-    """A sink from ``None`` (in memory), an ``.npy`` path, a mapping, or an ArraySink."""
+def normalize_sink(value: Any) -> Sink:
+    """A sink from ``None`` (in memory), a path, a mapping, or a Sink.
+
+    A path ending in ``.npy`` is an array sink; any other is a Parquet dataset.
+    """
     if value is None:
-        return ArraySink()
-    if isinstance(value, ArraySink):
+        return Sink()
+    if isinstance(value, Sink):
         return value
     if isinstance(value, (str, os.PathLike)):
-        return ArraySink(npy=os.fspath(value))
+        path = os.fspath(value)
+        kind = _kind_of_path(path, _SINK_SUFFIXES)
+        if kind is None:
+            raise SpecError.at(
+                "npy",
+                f"expected a path ending in .npy, got {path!r} (for Parquet output, give "
+                "a folder or a .parquet path)",
+            )
+        return Sink(npy=path) if kind == "npy" else Sink(parquet=path)
     mapping = _expect_mapping(value, "")
-    _check_keys(mapping, ("npy", "y", "reductions"), "")
-    return ArraySink(**mapping)
+    _check_keys(mapping, SINK_KEYS, "")
+    return Sink.from_mapping(mapping)
 
 
 def normalize_stage(value: Any) -> Stage:

@@ -424,7 +424,9 @@ def test_where_accepts_a_pyarrow_expression(table):
     [
         (
             [("amout", ">", 0)],
-            re.escape(f"where: filters: unknown column 'amout' (did you mean 'amount'?); {AVAILABLE}"),
+            re.escape(
+                f"where: filters: unknown column 'amout' (did you mean 'amount'?); {AVAILABLE}"
+            ),
         ),
         (
             [[("id", ">", 0)], [("contry", "==", "FR"), ("zz", "==", 1)]],

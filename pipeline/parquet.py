@@ -1,0 +1,226 @@
+"""Writing Parquet datasets: a part file per chunk, committed all at once.
+
+Each worker writes the rows of its chunk as its own part file
+(``part-00012-0000.parquet``: chunk 12, block 0, so file names sort in row
+order), into a hidden temporary folder beside the target. Only when every
+chunk succeeded are the parts moved into place and a ``_SUCCESS`` marker
+written; a failed or interrupted run removes the temporary folder and leaves
+the target exactly as it was.
+
+Modes: ``error`` (the target must not exist or be empty), ``overwrite`` (the
+old contents are replaced: renamed aside, then deleted once the new ones are
+in place) and ``append`` (new parts are added beside the old ones, under names
+unique to the run). ``single_file`` merges the parts into one file by copying
+row groups one at a time, never holding more than one in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .errors import SinkError, SpecError
+
+__all__ = ["MODES", "ParquetOptions", "ParquetTarget", "write_table_part"]
+
+MODES = ("error", "overwrite", "append")
+SUCCESS_MARKER = "_SUCCESS"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParquetOptions:
+    """How Parquet output is written (the ``sink`` keys besides ``parquet``)."""
+
+    partition_by: tuple[str, ...] = ()
+    mode: str = "error"
+    compression: str = "snappy"
+    row_group_size: int | None = None
+    single_file: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.partition_by, str) or not all(
+            isinstance(c, str) for c in self.partition_by
+        ):
+            raise SpecError.at(
+                "partition_by", f"expected a list of column names, got {self.partition_by!r}"
+            )
+        object.__setattr__(self, "partition_by", tuple(self.partition_by))
+        if self.mode not in MODES:
+            raise SpecError.at("mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.row_group_size is not None and (
+            isinstance(self.row_group_size, bool)
+            or not isinstance(self.row_group_size, int)
+            or self.row_group_size <= 0
+        ):
+            raise SpecError.at(
+                "row_group_size", f"expected a positive integer, got {self.row_group_size!r}"
+            )
+        if self.single_file and (self.partition_by or self.mode == "append"):
+            raise SpecError.at(
+                "single_file", "cannot be combined with partition_by or mode: append"
+            )
+        try:
+            if self.compression != "none":
+                pa.Codec(self.compression)
+        except (ValueError, pa.ArrowNotImplementedError) as exc:
+            raise SpecError.at("compression", str(exc)) from None
+
+    def write_options(self, schema: pa.Schema) -> dict[str, Any]:
+        """Keyword arguments for pyarrow's Parquet writer.
+
+        Dictionary encoding is asked only for string-like columns: trying it on
+        float columns costs time and never pays (see benchmarks/).
+        """
+        dictionary = [
+            f.name
+            for f in schema
+            if pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type)
+            or pa.types.is_binary(f.type)
+            or pa.types.is_dictionary(f.type)
+        ]
+        return {
+            "compression": None if self.compression == "none" else self.compression,
+            "use_dictionary": dictionary,
+        }
+
+
+def write_table_part(
+    folder: str, chunk: int, block: int, table: pa.Table, options: ParquetOptions
+) -> None:
+    """Write one block of a chunk's output as part file(s) under ``folder`` (in a worker)."""
+    if table.num_rows == 0:
+        return
+    basename = f"part-{chunk:05d}-{block:04d}"
+    if not options.partition_by:
+        pq.write_table(
+            table,
+            os.path.join(folder, f"{basename}.parquet"),
+            row_group_size=options.row_group_size,
+            **options.write_options(table.schema),
+        )
+        return
+    data_schema = pa.schema([f for f in table.schema if f.name not in options.partition_by])
+    file_options = ds.ParquetFileFormat().make_write_options(**options.write_options(data_schema))
+    ds.write_dataset(
+        table,
+        folder,
+        format="parquet",
+        partitioning=list(options.partition_by),
+        partitioning_flavor="hive",
+        basename_template=f"{basename}-{{i}}.parquet",
+        existing_data_behavior="overwrite_or_ignore",
+        file_options=file_options,
+        max_rows_per_group=options.row_group_size or 1024 * 1024,
+        use_threads=False,
+    )
+
+
+class ParquetTarget:
+    """The commit protocol of one Parquet output: staging folder -> final path."""
+
+    def __init__(self, path: str, options: ParquetOptions) -> None:
+        self.path = Path(path)
+        self.options = options
+        self.token = secrets.token_hex(4)
+        self.staging = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.tmp")
+
+    def check(self) -> None:
+        """Refuse, before any work, a target that the mode does not allow."""
+        exists = self.path.exists()
+        if exists and self.options.single_file and self.path.is_dir():
+            raise SinkError(f"sink.parquet: {self.path} is a folder; single_file needs a file path")
+        if exists and not self.options.single_file and not self.path.is_dir():
+            raise SinkError(f"sink.parquet: {self.path} is a file; a Parquet dataset is a folder")
+        if self.options.mode == "error" and exists and _non_empty(self.path):
+            raise SinkError(
+                f"sink.parquet: {self.path} already exists; set mode: overwrite or append"
+            )
+
+    def open(self) -> str:
+        """Create the staging folder; workers write their parts there."""
+        self.check()
+        try:
+            self.staging.mkdir(parents=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create a folder beside {self.path}: {exc}") from exc
+        return str(self.staging)
+
+    def abort(self) -> None:
+        """Forget the run: the target is left as it was."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def commit(self, schema: pa.Schema) -> None:
+        """Move the staged parts into place (and merge them, for ``single_file``).
+
+        ``schema`` is the output's, for a single file when no row was written.
+        """
+        try:
+            if self.options.single_file:
+                self._commit_single_file(schema)
+            elif self.options.mode == "append" and self.path.exists():
+                self._commit_append()
+            else:
+                self._commit_replace()
+        except OSError as exc:
+            raise SinkError(f"cannot commit the Parquet output at {self.path}: {exc}") from exc
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _parts(self) -> list[Path]:
+        return sorted(p for p in self.staging.rglob("*.parquet") if p.is_file())
+
+    def _commit_replace(self) -> None:
+        (self.staging / SUCCESS_MARKER).touch()
+        old = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.old")
+        if self.path.exists():
+            os.replace(self.path, old)
+        try:
+            os.replace(self.staging, self.path)
+        except OSError:
+            if old.exists():
+                os.replace(old, self.path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _commit_append(self) -> None:
+        moved: list[tuple[Path, Path]] = []
+        try:
+            for part in self._parts():
+                relative = part.relative_to(self.staging)
+                # Unique per run, so that appended parts never replace old ones.
+                final = self.path / relative.with_name(f"{self.token}-{relative.name}")
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(part, final)
+                moved.append((part, final))
+        except OSError:
+            for part, final in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.replace(final, part)
+            raise
+        (self.path / SUCCESS_MARKER).touch()
+
+    def _commit_single_file(self, schema: pa.Schema) -> None:
+        merged = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")
+        try:
+            with pq.ParquetWriter(merged, schema, **self.options.write_options(schema)) as writer:
+                for part in self._parts():
+                    source = pq.ParquetFile(part)
+                    for i in range(source.num_row_groups):
+                        writer.write_table(source.read_row_group(i).cast(schema))
+            os.replace(merged, self.path)
+        finally:
+            merged.unlink(missing_ok=True)
+
+
+def _non_empty(path: Path) -> bool:
+    return path.is_file() or any(path.iterdir())
