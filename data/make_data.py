@@ -5,11 +5,17 @@
 features.npy  50,000 x 8 float64 sensor-like readings, about 1% of them NaN
               (missing), so that cleaning stages have something to do.
 targets.npy   50,000 int64 class labels (0, 1, 2) aligned with features.npy.
+events/       a Parquet dataset of 30,000 events, hive-partitioned by day
+              (day=1..3), two files per day, row groups of 2,500 rows: id (int64),
+              a, b, c, d (float64, a few nulls in c) and cat (string, 5 values).
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 HERE = Path(__file__).parent
 
@@ -24,6 +30,32 @@ def main() -> None:
     y = (np.nan_to_num(x[:, 0]) > 0).astype(np.int64) + (np.nan_to_num(x[:, 1]) > 2)
     np.save(HERE / "features.npy", x)
     np.save(HERE / "targets.npy", y)
+    make_events(rng)
+
+
+def make_events(rng: np.random.Generator) -> None:
+    folder = HERE / "events"
+    shutil.rmtree(folder, ignore_errors=True)
+    cats = np.array(["alpha", "beta", "gamma", "delta", "epsilon"])
+    next_id = 0
+    for day in (1, 2, 3):
+        (folder / f"day={day}").mkdir(parents=True)
+        for part in range(2):
+            n = 5_000
+            c = rng.normal(size=n)
+            table = pa.table(
+                {
+                    "id": np.arange(next_id, next_id + n, dtype=np.int64),
+                    "a": rng.normal(size=n),
+                    "b": rng.uniform(0, 10, size=n),
+                    "c": pa.array(c, mask=rng.random(n) < 0.02),
+                    "d": rng.normal(scale=100, size=n),
+                    "cat": cats[rng.integers(0, len(cats), size=n)],
+                }
+            )
+            path = folder / f"day={day}" / f"part-{part}.parquet"
+            pq.write_table(table, path, row_group_size=2_500)
+            next_id += n
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ may be supplied when it runs.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -135,8 +136,17 @@ class Pipeline:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Pipeline:
-        """Load a YAML or TOML spec file (relative paths are relative to the CWD)."""
-        return cls.from_dict(read_spec_file(path))
+        """Load a YAML or TOML spec file.
+
+        Relative data paths are relative to the current directory. The spec
+        file's folder is put on ``sys.path``, so that ``mymodule:func`` finds a
+        ``mymodule.py`` beside the spec (worker processes inherit ``sys.path``).
+        """
+        spec = read_spec_file(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        return cls.from_dict(spec)
 
     def with_settings(self, **changes: Any) -> Pipeline:
         """A copy with some fields changed (e.g. ``chunks=1000``)."""
