@@ -215,6 +215,16 @@ class Plan:
 
 
 def _describe_output(p: PassPlan, sink: str, has_y: bool) -> str:
+    if isinstance(p.output_meta, TableMeta):
+        where = {
+            "sink": "into a staging folder beside the target, moved into place when every "
+            "chunk has succeeded",
+            "memory": "in the workspace, then loaded as one table",
+            "workspace": "in the workspace, read by the next pass",
+        }.get(p.output)
+        if where is None:
+            return "none (reductions only)"
+        return f"each chunk writes its own Parquet part file(s), {where}"
     how = (
         "each chunk writes a part file; parts are joined in chunk order"
         if p.ragged

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .errors import SinkError, SpecError
 from .parquet import ParquetOptions, ParquetTarget
@@ -140,6 +141,8 @@ def to_jsonable(value: Any) -> Any:
     """
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, pa.Table):  # e.g. a group-by result: one record per row
+        return to_jsonable(value.to_pylist())
     if isinstance(value, (np.ndarray, list, tuple)):
         return [
             to_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)

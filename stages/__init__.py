@@ -19,6 +19,7 @@ from .arrays import (
     standardize,
 )
 from .reductions import Count, Histogram, Max, Mean, Min, Moments, Std, Sum, Variance
+from .table_reductions import GroupBy, Profile
 from .tables import (
     arrow_type,
     cast,
@@ -36,11 +37,13 @@ from .tables import (
 
 __all__ = [
     "Count",
+    "GroupBy",
     "Histogram",
     "Max",
     "Mean",
     "Min",
     "Moments",
+    "Profile",
     "Std",
     "Sum",
     "Variance",
