@@ -245,6 +245,8 @@ def _stage_to_dict(stage: Stage) -> dict[str, Any]:
     params = getattr(stage, "params", None)
     if params:
         spec["params"] = dict(params)
+    if getattr(stage, "pandas", False):
+        spec["pandas"] = True
     for key in ("n_jobs", "backend"):
         if getattr(stage, key) is not None:
             spec[key] = getattr(stage, key)

@@ -51,8 +51,8 @@ TOP_LEVEL_KEYS = ("name", "source", "chunks", "parallel", "stages", "sink", "wor
 _STAGE_COMMON = ("name", "params", "n_jobs", "backend")
 STAGE_KINDS: dict[str, type[Stage]] = {"map": Map, "filter": Filter, "reduce": Reduce}
 _STAGE_KEYS = {
-    "map": _STAGE_COMMON,
-    "filter": _STAGE_COMMON,
+    "map": (*_STAGE_COMMON, "pandas"),
+    "filter": (*_STAGE_COMMON, "pandas"),
     "reduce": (*_STAGE_COMMON, "chunk", "combine", "finalize"),
 }
 

@@ -137,9 +137,12 @@ class _CallableStage(Stage):
 
     func: Callable[..., Any] | str
     params: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    pandas: bool = field(default=False, kw_only=True)
     target: str = field(default="", init=False, compare=False, repr=False)
 
     def _resolve(self) -> None:
+        if not isinstance(self.pandas, bool):
+            raise SpecError.at("pandas", f"expected true or false, got {self.pandas!r}")
         if not isinstance(self.params, Mapping):
             raise SpecError.at(
                 "params", f"expected a mapping of keyword arguments, got {self.params!r}"
@@ -159,7 +162,12 @@ class _CallableStage(Stage):
         self._set(params=dict(self.params))
 
     def call(self, data: Any) -> Any:
-        """Apply the callable to one chunk."""
+        """Apply the callable to one chunk (a table as a DataFrame if ``pandas``).
+
+        A DataFrame it returns is turned back into a table by the engine.
+        """
+        if self.pandas and hasattr(data, "to_pandas"):
+            data = data.to_pandas()
         return self.func(data, **self.params)  # type: ignore[operator]
 
 
@@ -176,6 +184,9 @@ class Map(_CallableStage):
         Stage name used in reports and errors; defaults to the function name.
     params
         Extra keyword arguments passed to ``func``.
+    pandas
+        Call ``func`` with a pandas DataFrame instead of a ``pyarrow.Table``
+        (table chunks only; pandas must be installed).
     n_jobs, backend
         Override the pipeline's parallel settings for this stage.
 
