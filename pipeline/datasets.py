@@ -106,14 +106,14 @@ class TableRef:
         return tuple(chunks)
 
     def describe_chunk(self, chunk: TableChunk) -> str:
-        """e.g. ``data/events/cat=a/part-0.parquet row groups 0-3``."""
-        first, last = chunk.pieces[0], chunk.pieces[-1]
-        text = self.files[first.file]
-        if first.row_groups is not None and last.row_groups is not None:
-            text += f" row groups {first.row_groups[0]}-{last.row_groups[-1]}"
-        if last.file != first.file:
-            text += f" to {self.files[last.file]}"
-        return text
+        """e.g. ``day=1/part-0.parquet row groups 2, 3; day=1/part-1.parquet row group 0``."""
+        return "; ".join(self._describe_run(file, groups) for file, groups in _runs(chunk.pieces))
+
+    def _describe_run(self, file: int, groups: list[int] | None) -> str:
+        if groups is None:
+            return self.files[file]
+        noun = "row group" if len(groups) == 1 else "row groups"
+        return f"{self.files[file]} {noun} {', '.join(map(str, groups))}"
 
     def blocks(self, chunk: TableChunk, chunk_rows: int) -> Iterator[pa.Table]:
         """The chunk's rows as tables of up to about ``chunk_rows`` rows (in a worker).
@@ -138,20 +138,18 @@ class TableRef:
     def _batches(self, chunk: TableChunk, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         file_format = _dataset_format(self.format)
         filesystem = pafs.LocalFileSystem()
-        for file, row_groups in _runs(chunk.pieces):
-            if isinstance(file_format, ds.ParquetFileFormat):
-                fragment = file_format.make_fragment(
-                    self.files[file],
-                    filesystem=filesystem,
-                    partition_expression=self.partitions[file],
-                    row_groups=row_groups,
-                )
-            else:
-                fragment = file_format.make_fragment(
-                    self.files[file],
-                    filesystem=filesystem,
-                    partition_expression=self.partitions[file],
-                )
+        # One fragment per piece: pyarrow reads a fragment's row groups in set
+        # order, not in the order given, which would reorder the rows.
+        for piece in chunk.pieces:
+            options: dict[str, Any] = {}
+            if piece.row_groups is not None:
+                options["row_groups"] = list(piece.row_groups)
+            fragment = file_format.make_fragment(
+                self.files[piece.file],
+                filesystem=filesystem,
+                partition_expression=self.partitions[piece.file],
+                **options,
+            )
             scanner = ds.Scanner.from_fragment(
                 fragment,
                 schema=self.schema,
@@ -161,7 +159,13 @@ class TableRef:
                 # joblib owns parallelism: one thread per worker.
                 use_threads=False,
             )
-            yield from scanner.to_batches()
+            try:
+                yield from scanner.to_batches()
+            except (pa.ArrowException, OSError) as exc:
+                where = self._describe_run(
+                    piece.file, list(piece.row_groups) if piece.row_groups else None
+                )
+                raise SourceError(f"cannot read {where}: {_first_line(exc)}") from exc
 
 
 def _runs(pieces: Sequence[Piece]) -> Iterator[tuple[int, list[int] | None]]:
@@ -324,10 +328,16 @@ class TableSource:
         if not files:
             raise SourceError(f"no {self.format} files found in {', '.join(self.paths)}")
         if self.schema == "unify":
-            try:
-                unified = pa.unify_schemas([s for _, s in files], promote_options="permissive")
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise SourceError(f"cannot unify the files' schemas: {_first_line(exc)}") from exc
+            unified = files[0][1]
+            for path, other in files[1:]:
+                try:
+                    unified = pa.unify_schemas([unified, other], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    raise SourceError(
+                        f"cannot unify the files' schemas: {path} does not fit "
+                        f"{files[0][0]}{' and the files before it' if len(files) > 2 else ''}: "
+                        f"{_first_line(exc)}"
+                    ) from exc
             partition_fields = [f for f in dataset.schema if f.name not in unified.names]
             return pa.schema([*unified, *partition_fields])
         first_path, first = files[0]

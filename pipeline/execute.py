@@ -261,6 +261,7 @@ def execute_plan(
     *,
     overlap: int,
     show_progress: bool,
+    import_paths: tuple[str, ...] = (),
 ) -> RunOutput:
     """Run every pass of ``plan``; commit the sink's files only if all succeed."""
     sink.check_writable()
@@ -284,6 +285,7 @@ def execute_plan(
                 y_target=outputs.y,
                 parquet=outputs.parquet,
                 keep_freed_memory=p.parallel.owns_worker_processes,
+                import_paths=import_paths,
             )
             acc: list[Any] | None = None
             blocks: list[tuple[int, int, int]] = []

@@ -29,10 +29,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import SinkError, SpecError
+from .registry import did_you_mean
 
-__all__ = ["MODES", "ParquetOptions", "ParquetTarget", "write_table_part"]
+__all__ = ["CODECS", "MODES", "ParquetOptions", "ParquetTarget", "write_table_part"]
 
 MODES = ("error", "overwrite", "append")
+#: Compression codecs the Parquet format supports.
+CODECS = ("snappy", "zstd", "lz4", "gzip", "brotli", "none")
 SUCCESS_MARKER = "_SUCCESS"
 
 
@@ -68,11 +71,16 @@ class ParquetOptions:
             raise SpecError.at(
                 "single_file", "cannot be combined with partition_by or mode: append"
             )
-        try:
-            if self.compression != "none":
-                pa.Codec(self.compression)
-        except (ValueError, pa.ArrowNotImplementedError) as exc:
-            raise SpecError.at("compression", str(exc)) from None
+        if self.compression not in CODECS:
+            hint = did_you_mean(str(self.compression), CODECS)
+            raise SpecError.at(
+                "compression",
+                f"expected one of {', '.join(CODECS)}, got {self.compression!r}{hint}",
+            )
+        if self.compression != "none" and not pa.Codec.is_available(self.compression):
+            raise SpecError.at(
+                "compression", f"{self.compression!r} is not available in this pyarrow build"
+            )
 
     def write_options(self, schema: pa.Schema) -> dict[str, Any]:
         """Keyword arguments for pyarrow's Parquet writer.
@@ -211,9 +219,15 @@ class ParquetTarget:
 
     def _commit_single_file(self, schema: pa.Schema) -> None:
         merged = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")
+        parts = self._parts()
+        if parts:
+            # The probed schema saw no rows (null types); the parts know better.
+            schema = pa.unify_schemas(
+                [pq.read_schema(part) for part in parts], promote_options="permissive"
+            )
         try:
             with pq.ParquetWriter(merged, schema, **self.options.write_options(schema)) as writer:
-                for part in self._parts():
+                for part in parts:
                     source = pq.ParquetFile(part)
                     for i in range(source.num_row_groups):
                         writer.write_table(source.read_row_group(i).cast(schema))

@@ -85,6 +85,10 @@ class Pipeline:
     workspace
         Folder under which the run's temporary workspace is created
         (default: the system's temporary folder).
+    search_path
+        Folders put on ``sys.path``, in this process and in the workers,
+        so that stage functions given as ``"module:function"`` are found
+        there. :meth:`from_file` sets it to the spec file's folder.
 
     Examples
     --------
@@ -109,6 +113,7 @@ class Pipeline:
     backend: str | None = None
     name: str = "pipeline"
     workspace: str | os.PathLike[str] | None = field(default=None)
+    search_path: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         issues: list[SpecIssue] = []
@@ -144,9 +149,8 @@ class Pipeline:
         """
         spec = read_spec_file(path)
         folder = os.path.dirname(os.path.abspath(path))
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        return cls.from_dict(spec)
+        _on_sys_path((folder,))  # stage callables are imported while parsing
+        return cls(**parse_spec(spec), search_path=(folder,))
 
     def with_settings(self, **changes: Any) -> Pipeline:
         """A copy with some fields changed (e.g. ``chunks=1000``)."""
@@ -189,6 +193,7 @@ class Pipeline:
             A stage failed; the sink's final paths are untouched.
         """
         check_parallel_settings(n_jobs, backend, "")
+        _on_sys_path(self.search_path)
         with Workspace(self.workspace) as workspace:
             opened = self.source.open(workspace)
             plan = build_plan(self, opened, n_jobs=n_jobs, backend=backend)
@@ -199,6 +204,7 @@ class Pipeline:
                 workspace,
                 overlap=self.chunks.overlap,
                 show_progress=should_show(progress),
+                import_paths=self.search_path,
             )
         assert out.report is not None
         return RunResult(output=out.x, y=out.y, reductions=out.reductions, report=out.report)
@@ -232,6 +238,12 @@ class Pipeline:
             return self is other
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _on_sys_path(folders: tuple[str, ...]) -> None:
+    for folder in reversed(folders):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
 
 
 def _stage_to_dict(stage: Stage) -> dict[str, Any]:

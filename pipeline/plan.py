@@ -26,6 +26,7 @@ from .chunking import WORKING_SET_FACTOR, ChunkSpec, plan_chunks, resolve_chunk_
 from .datasets import TableRef
 from .errors import SpecError, StageError
 from .parallel import ParallelSettings, resolve_parallel
+from .schema import check_columns
 from .sources import OpenedSource
 from .stage import Stage
 
@@ -267,6 +268,8 @@ def _check_sink_fits(pipeline: Pipeline, meta: Meta) -> None:
             f"the pipeline's output is a {meta.describe()}; write it with sink.parquet, "
             "or end with a to_array stage",
         )
+    if isinstance(meta, TableMeta) and sink.parquet_options.partition_by:
+        check_columns(meta.schema, sink.parquet_options.partition_by, "sink.partition_by")
     if isinstance(meta, ArrayMeta) and sink.parquet is not None:
         raise SpecError.at(
             "sink.parquet",

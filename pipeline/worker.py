@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import sys
 import time
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import cloudpickle
 import numpy as np
 import pyarrow as pa
 
@@ -61,6 +63,22 @@ class PassTask:
     y_target: ArrayRef | str | None = None
     parquet: ParquetOptions | None = None
     keep_freed_memory: bool = False
+    import_paths: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A worker may have started before these folders were put on sys.path
+        # (loky reuses workers), so they travel with the task and are put on the
+        # worker's sys.path before the stages, which may live there, are unpickled.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return (_load_task, (self.import_paths, cloudpickle.dumps(fields)))
+
+
+def _load_task(import_paths: tuple[str, ...], payload: bytes) -> PassTask:
+    """Rebuild a PassTask in a worker, after making its stage modules importable."""
+    for path in reversed(import_paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return PassTask(**cloudpickle.loads(payload))
 
 
 @dataclass(frozen=True)

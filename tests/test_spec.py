@@ -718,6 +718,6 @@ def test_errors_in_a_spec_file_carry_field_paths(in_tmp: Path) -> None:
     assert [str(i) for i in info.value.issues] == [
         "stages[2].n_jobs: expected a positive integer or -1, got 'four'",
         "stages[4].reduce: unknown reduce 'momnets' (did you mean 'moments'?); built-in "
-        "names: count, group_by, histogram, max, mean, min, moments, profile, std, sum, variance; or give an "
-        "import string like 'module:function'",
+        "names: count, group_by, histogram, max, mean, min, moments, profile, std, sum, "
+        "variance; or give an import string like 'module:function'",
     ]

@@ -1,0 +1,862 @@
+"""Workload W3: filter and derive over a Parquet file, written as a Parquet dataset.
+
+The input is one Parquet file of ``rows`` rows (20M by default): ``id``
+int64, four standard normal float64 columns ``a b c d`` and a string ``cat``
+with 50 values, in row groups of 1M rows (about 55 bytes per row decoded, so
+1.1 GB at 20M rows). Every implementation keeps the rows with ``a > 0``,
+appends ``e = a * b + log1p(|d|)`` (:func:`w3_derive`) and writes the result
+as a Parquet dataset, a folder of one or more part files whose rows, read in
+file-name order, are in input order. The implementations are what a user
+would otherwise write, plus chunkline:
+
+============== =========================================================
+pyarrow-whole  ``pq.read_table``, filter, derive, ``pq.write_table``
+pyarrow-stream one process, ``ParquetFile.iter_batches`` a row group at a
+               time into one ``ParquetWriter`` (the baseline)
+joblib         loky workers, a task per row group: each reads its row
+               group, filters, derives and writes its own part file
+dask           ``dd.read_parquet`` + filter + ``assign`` + ``to_parquet``
+polars         ``scan_parquet().filter().with_columns().sink_parquet()``
+chunkline-1, chunkline-2
+               chunkline's Python API with ``n_jobs=1`` and ``n_jobs=2``
+============== =========================================================
+
+Each writes with its library's default options (pyarrow and dask: snappy,
+dictionary encoding tried on every column; polars: zstd), as a user would.
+
+Commands (from the repository root)::
+
+    python -m benchmarks.w3_parquet bench --rows 20000000 --repeat 3
+    python -m benchmarks.w3_parquet make --rows 2000000 --out /tmp/w3
+    python -m benchmarks.w3_parquet run --impl polars --data /tmp/w3
+    python -m benchmarks.w3_parquet verify --data /tmp/w3
+    python -m benchmarks.w3_parquet steps --data /tmp/w3
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from benchmarks.harness import MB, Implementation, format_report, machine_details, run_benchmark
+
+INPUT_NAME = "input.parquet"
+BASELINE = "pyarrow-stream"
+ROW_GROUP_ROWS = 1_000_000
+N_CATEGORIES = 50
+CATEGORIES = tuple(f"category_{i:02d}" for i in range(N_CATEGORIES))
+FLOAT_COLUMNS = ("a", "b", "c", "d")
+SCHEMA = pa.schema(
+    [("id", pa.int64()), *((name, pa.float64()) for name in FLOAT_COLUMNS), ("cat", pa.string())]
+)
+OUTPUT_SCHEMA = SCHEMA.append(pa.field("e", pa.float64()))
+#: Arrow bytes of one input row: id, four floats, and ``cat`` (an int32 offset
+#: plus its characters; every category name has the same length).
+DECODED_ROW_BYTES = 8 + 8 * len(FLOAT_COLUMNS) + 4 + len(CATEGORIES[0])
+#: Tolerance on ``e`` when outputs are compared: libraries may differ in the
+#: last bits of ``log1p``; every other column must be equal.
+E_RTOL = E_ATOL = 1e-12
+#: Scheduler of the ``dask`` implementation: of threads and processes
+#: (2 workers either way), threads was the faster here (see README.md).
+DASK_SCHEDULER = "threads"
+#: ``python -m benchmarks...`` needs the repository root on sys.path, and
+#: chunkline's ``pipeline`` package lives there too.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------
+# The computation
+# --------------------------------------------------------------------------
+
+
+def w3_filter(table: pa.Table) -> pa.Table:
+    """The rows with ``a > 0``."""
+    return table.filter(pc.greater(table["a"], 0))
+
+
+def w3_derive(table: pa.Table) -> pa.Table:
+    """Append ``e = a * b + log1p(|d|)``, computed with pyarrow.compute.
+
+    Module-level, so that it pickles by reference (chunkline, loky).
+
+    Examples
+    --------
+    >>> t = pa.table({"a": [1.0], "b": [2.0], "d": [-1.0]})
+    >>> round(w3_derive(t)["e"][0].as_py(), 6)
+    2.693147
+    """
+    e = pc.add(pc.multiply(table["a"], table["b"]), pc.log1p(pc.abs(table["d"])))
+    return table.append_column("e", e)
+
+
+# --------------------------------------------------------------------------
+# Input data
+# --------------------------------------------------------------------------
+
+
+def make_input(
+    out_dir: Path, rows: int, *, seed: int = 0, row_group_rows: int = ROW_GROUP_ROWS
+) -> Path:
+    """Write ``out_dir/input.parquet``, one row group at a time.
+
+    Only one row group is ever in memory (~55 MB at 1M rows). Written with
+    pyarrow's default options (snappy, dictionary encoding tried on every
+    column, so ``cat`` is stored as a dictionary), then fsynced so that the
+    kernel is not still writing it back while implementations are timed.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Existing or new directory.
+    rows : int
+        Number of rows.
+    seed : int, default 0
+        Seed of the generator; the same seed gives the same file.
+    row_group_rows : int, default 1_000_000
+        Rows per row group.
+
+    Returns
+    -------
+    Path
+        The input file.
+    """
+    if rows <= 0:
+        raise ValueError(f"--rows must be a positive integer; got {rows}.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / INPUT_NAME
+    rng = np.random.default_rng(seed)
+    categories = pa.array(CATEGORIES, pa.string())
+    with pq.ParquetWriter(path, SCHEMA) as writer:
+        for start in range(0, rows, row_group_rows):
+            n = min(row_group_rows, rows - start)
+            columns = [pa.array(np.arange(start, start + n, dtype=np.int64))]
+            columns += [pa.array(rng.standard_normal(n)) for _ in FLOAT_COLUMNS]
+            columns.append(categories.take(pa.array(rng.integers(0, N_CATEGORIES, n))))
+            writer.write_table(pa.Table.from_arrays(columns, schema=SCHEMA), row_group_size=n)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+# --------------------------------------------------------------------------
+# Implementations. Each reads ``in_path`` and writes the dataset folder
+# ``out_dir`` (which does not exist yet). None of them fsyncs its output: the
+# run deletes it right away, so flushing it to disk would only time the disk.
+# --------------------------------------------------------------------------
+
+
+class Runner(Protocol):
+    """How every implementation is called: read ``in_path``, write ``out_dir``."""
+
+    def __call__(
+        self, in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int
+    ) -> None: ...
+
+
+def _row_group_runs(in_path: Path, chunk_rows: int | None) -> list[list[int]]:
+    """Consecutive row groups, grouped to about ``chunk_rows`` rows (default: one each)."""
+    metadata = pq.ParquetFile(in_path).metadata
+    runs: list[list[int]] = []
+    rows = 0
+    for i in range(metadata.num_row_groups):
+        n = metadata.row_group(i).num_rows
+        if not runs or chunk_rows is None or rows + n > chunk_rows:
+            runs.append([])
+            rows = 0
+        runs[-1].append(i)
+        rows += n
+    return runs
+
+
+def run_pyarrow_whole(in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int) -> None:
+    """The whole table in memory: read, filter, derive, write one file."""
+    table = w3_derive(w3_filter(pq.read_table(in_path)))
+    out_dir.mkdir()
+    pq.write_table(table, out_dir / "part-0.parquet")
+
+
+def run_pyarrow_stream(
+    in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int
+) -> None:
+    """Baseline: one process, batches of a row group each, one ``ParquetWriter``."""
+    source = pq.ParquetFile(in_path)
+    batch_size = chunk_rows or source.metadata.row_group(0).num_rows
+    out_dir.mkdir()
+    with pq.ParquetWriter(out_dir / "part-0.parquet", OUTPUT_SCHEMA) as writer:
+        for batch in source.iter_batches(batch_size=batch_size):
+            writer.write_table(w3_derive(w3_filter(pa.Table.from_batches([batch]))))
+
+
+def _joblib_task(in_path: str, out_path: str, row_groups: list[int]) -> int:
+    """One joblib task: read row groups, filter, derive, write a part file."""
+    table = w3_derive(w3_filter(pq.ParquetFile(in_path).read_row_groups(row_groups)))
+    pq.write_table(table, out_path)
+    return table.num_rows
+
+
+def run_joblib(in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int) -> None:
+    """Hand-written joblib over row groups; every task writes its own part file."""
+    from joblib import Parallel, delayed
+
+    out_dir.mkdir()
+    Parallel(n_jobs=n_jobs, backend="loky")(
+        delayed(_joblib_task)(str(in_path), str(out_dir / f"part-{i:05d}.parquet"), groups)
+        for i, groups in enumerate(_row_group_runs(in_path, chunk_rows))
+    )
+
+
+def run_dask(
+    in_path: Path,
+    out_dir: Path,
+    *,
+    chunk_rows: int | None,
+    n_jobs: int,
+    scheduler: str = DASK_SCHEDULER,
+) -> None:
+    """dask.dataframe: ``read_parquet``, filter, ``assign``, ``to_parquet``.
+
+    Written the idiomatic way; dask pushes the ``a > 0`` filter into the
+    Parquet reader itself. ``chunk_rows`` is not used: dask partitions by
+    row groups.
+    """
+    import dask
+    import dask.dataframe as dd
+
+    df = dd.read_parquet(str(in_path))
+    df = df[df.a > 0]
+    df = df.assign(e=df.a * df.b + np.log1p(df.d.abs()))
+    with dask.config.set(scheduler=scheduler, num_workers=n_jobs):
+        df.to_parquet(str(out_dir), write_index=False)
+
+
+def run_polars(in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int) -> None:
+    """polars' streaming engine: ``scan_parquet`` -> ``sink_parquet`` (its own threads)."""
+    import polars as pl
+
+    out_dir.mkdir()
+    (
+        pl.scan_parquet(in_path)
+        .filter(pl.col("a") > 0)
+        .with_columns(e=pl.col("a") * pl.col("b") + pl.col("d").abs().log1p())
+        .sink_parquet(out_dir / "part-0.parquet")
+    )
+
+
+def run_chunkline(
+    in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int, workers: int
+) -> None:
+    """chunkline's Python API with ``workers`` jobs (``n_jobs`` is ignored).
+
+    ``chunk_rows`` None leaves chunkline's default chunk size.
+    """
+    try:
+        from pipeline import Map, Pipeline
+    except ImportError as exc:
+        raise SystemExit(
+            f"chunkline's engine is not importable ({exc}); `from pipeline import Map, Pipeline` "
+            f"must work from {REPO_ROOT}."
+        ) from exc
+    Pipeline(
+        source={"parquet": str(in_path), "filters": [("a", ">", 0)]},
+        stages=[Map(w3_derive, name="derive")],
+        sink={"parquet": str(out_dir), "mode": "overwrite"},
+        n_jobs=workers,
+        chunks=None if chunk_rows is None else {"rows": chunk_rows},
+    ).run(progress=False)
+
+
+IMPLEMENTATIONS: dict[str, Runner] = {
+    "pyarrow-whole": run_pyarrow_whole,
+    "pyarrow-stream": run_pyarrow_stream,
+    "joblib": run_joblib,
+    "dask": run_dask,
+    "polars": run_polars,
+    "chunkline-1": functools.partial(run_chunkline, workers=1),
+    "chunkline-2": functools.partial(run_chunkline, workers=2),
+}
+
+
+# --------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort ``part.10`` after ``part.9`` (dask numbers its parts without padding)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def dataset_files(folder: Path) -> list[Path]:
+    """The Parquet files of a dataset folder, in row order (natural file-name order).
+
+    Files whose names start with ``_`` or ``.`` (``_SUCCESS``) are skipped.
+    """
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in (".parquet", ".parq", ".pq") and p.name[0] not in "_."
+    ]
+    return sorted(files, key=lambda p: _natural_key(p.relative_to(folder)))
+
+
+def _tables(folder: Path) -> Iterator[pa.Table]:
+    """Every row group of a dataset, in row order, with columns normalized.
+
+    Columns are put in :data:`OUTPUT_SCHEMA`'s order and types, so that a
+    string column read back as ``large_string`` or a dictionary compares
+    equal to a plain ``string``.
+    """
+    for path in dataset_files(folder):
+        source = pq.ParquetFile(path)
+        names = source.schema_arrow.names
+        if sorted(names) != sorted(OUTPUT_SCHEMA.names):
+            raise ValueError(f"{path.name} has columns {names}, expected {OUTPUT_SCHEMA.names}")
+        for i in range(source.num_row_groups):
+            yield source.read_row_group(i).select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+
+
+def _rebatched(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The same rows, as tables of exactly ``rows`` rows (the last may be shorter)."""
+    pending: list[pa.Table] = []
+    n = 0
+    for table in tables:
+        pending.append(table)
+        n += table.num_rows
+        while n >= rows:
+            whole = pa.concat_tables(pending)
+            yield whole.slice(0, rows)
+            pending, n = [whole.slice(rows)], n - rows
+    if n:
+        yield pa.concat_tables(pending)
+
+
+def compare_outputs(actual: Path, expected: Path, *, block_rows: int = 1_000_000) -> str | None:
+    """Compare two output datasets block by block: same rows, in the same order.
+
+    Every column must be equal except ``e``, which may differ by
+    :data:`E_RTOL` / :data:`E_ATOL`. Memory stays at a few blocks.
+
+    Returns
+    -------
+    str or None
+        None if they agree, else what differs first.
+    """
+    if not dataset_files(actual):
+        return "no Parquet files written"
+    start = 0
+    pairs = itertools.zip_longest(
+        _rebatched(_tables(actual), block_rows), _rebatched(_tables(expected), block_rows)
+    )
+    for got, want in pairs:
+        if got is None or want is None or got.num_rows != want.num_rows:
+            rows_got = start + (0 if got is None else got.num_rows)
+            rows_want = start + (0 if want is None else want.num_rows)
+            return f"row count differs (reached {rows_got} rows, expected {rows_want})"
+        for name in OUTPUT_SCHEMA.names:
+            x, y = got[name], want[name]
+            if name == "e":
+                xs, ys = x.to_numpy(), y.to_numpy()
+                bad = ~np.isclose(xs, ys, rtol=E_RTOL, atol=E_ATOL)
+            else:
+                if x.equals(y):
+                    continue
+                bad = ~pc.fill_null(pc.equal(x, y), False).to_numpy(zero_copy_only=False)
+            if bad.any():
+                return f"column {name!r} differs first at row {start + int(np.flatnonzero(bad)[0])}"
+        start += got.num_rows
+    return None
+
+
+def _run_argv(
+    name: str, data: Path, chunk_rows: int | None, n_jobs: int, *, keep: bool = False
+) -> list[str]:
+    """Command line that runs one implementation once in a fresh process."""
+    argv = [sys.executable, "-m", "benchmarks.w3_parquet", "run", "--impl", name]
+    argv += ["--data", str(data), "--n-jobs", str(n_jobs)]
+    if chunk_rows is not None:
+        argv += ["--chunk-rows", str(chunk_rows)]
+    if keep:
+        argv.append("--keep")
+    return argv
+
+
+def _out_dir(data: Path, name: str) -> Path:
+    return data / f"out-{name}"
+
+
+def _run_kept(name: str, data: Path, chunk_rows: int | None, n_jobs: int) -> str | None:
+    """Run one implementation in a fresh process, keeping its output.
+
+    Returns None on success, else the last line of its stderr.
+    """
+    proc = subprocess.run(
+        _run_argv(name, data, chunk_rows, n_jobs, keep=True),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 0:
+        return None
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"run failed (exit {proc.returncode}): {last}"
+
+
+def verify(
+    data: Path, names: Sequence[str], *, chunk_rows: int | None, n_jobs: int
+) -> dict[str, str]:
+    """Run the baseline and each implementation, then compare their outputs.
+
+    Each implementation runs in its own process, as in the benchmark, and
+    keeps its output just long enough to be compared.
+
+    Returns
+    -------
+    dict
+        Implementation name -> ``"ok"`` or what went wrong.
+    """
+    expected = _out_dir(data, BASELINE)
+    try:
+        failure = _run_kept(BASELINE, data, chunk_rows, n_jobs)
+        if failure:
+            return {BASELINE: failure}
+        outcome: dict[str, str] = {}
+        for name in names:
+            if name == BASELINE:
+                continue
+            actual = _out_dir(data, name)
+            try:
+                failure = _run_kept(name, data, chunk_rows, n_jobs)
+                outcome[name] = failure or compare_outputs(actual, expected) or "ok"
+            finally:
+                shutil.rmtree(actual, ignore_errors=True)
+        return outcome
+    finally:
+        shutil.rmtree(expected, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Where a chunkline worker's time goes: the steps of one row group
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepVariant:
+    """One way of processing a row group with the pyarrow calls chunkline uses.
+
+    ``batch_rows``/``block_rows`` None mean the whole row group: one scanner
+    batch and one written file.
+    """
+
+    label: str
+    batch_rows: int | None = None
+    block_rows: int | None = None
+    scan_filter: bool = False
+    dictionary_cat: bool = False
+    compression: str = "snappy"
+    dictionary_all: bool = False
+
+
+def step_variants(chunk_rows: int) -> list[StepVariant]:
+    """chunkline's worker today (``chunk_rows`` from its plan), then one change at a time."""
+    today = StepVariant(
+        label=f"chunkline today: scanner filter, batches and parts of {chunk_rows:,} rows",
+        batch_rows=chunk_rows,
+        block_rows=chunk_rows,
+        scan_filter=True,
+    )
+    group = replace(today, batch_rows=None, block_rows=None)
+    after = replace(group, scan_filter=False)
+    best = replace(after, dictionary_cat=True)
+    return [
+        today,
+        replace(
+            today, label="today + use_dictionary=True (pyarrow's default)", dictionary_all=True
+        ),
+        replace(today, label="today + filter after reading", scan_filter=False),
+        replace(today, label="today + cat read as dictionary", dictionary_cat=True),
+        replace(group, label="chunk = row group (one batch, one part)"),
+        replace(after, label="row group + filter after reading (Table.filter(mask))"),
+        replace(best, label="row group + filter after + cat as dictionary"),
+        replace(best, label="... + lz4", compression="lz4"),
+        replace(best, label="... + zstd (polars' default)", compression="zstd"),
+        replace(best, label="... + no compression", compression="none"),
+    ]
+
+
+def _step_times(
+    path: Path, row_group: int, v: StepVariant, folder: Path, clock: Callable[[], float]
+) -> tuple[float, float, float, float]:
+    """Seconds of read, filter, derive and write of one row group (one thread)."""
+    read_options = ds.ParquetReadOptions(dictionary_columns=["cat"] if v.dictionary_cat else None)
+    file_format = ds.ParquetFileFormat(read_options=read_options)
+    started = clock()
+    fragment = file_format.make_fragment(
+        str(path), filesystem=pafs.LocalFileSystem(), row_groups=[row_group]
+    )
+    scanner = ds.Scanner.from_fragment(
+        fragment,
+        schema=fragment.physical_schema,
+        filter=(pc.field("a") > 0) if v.scan_filter else None,
+        batch_size=v.batch_rows or ROW_GROUP_ROWS,
+        use_threads=False,
+    )
+    # As TableRef.blocks: batches gathered into tables of at least block_rows.
+    tables: list[pa.Table] = []
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in scanner.to_batches():
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= (v.block_rows or ROW_GROUP_ROWS):
+            tables.append(pa.Table.from_batches(pending))
+            pending, rows = [], 0
+    if pending:
+        tables.append(pa.Table.from_batches(pending))
+    read = clock()
+    if not v.scan_filter:
+        tables = [w3_filter(t) for t in tables]
+    filtered = clock()
+    tables = [w3_derive(t) for t in tables]
+    derived = clock()
+    for i, table in enumerate(tables):
+        pq.write_table(
+            table,
+            folder / f"part-{i:04d}.parquet",
+            compression=None if v.compression == "none" else v.compression,
+            # chunkline's ParquetOptions.write_options: string columns only.
+            use_dictionary=True if v.dictionary_all else ["cat"],
+        )
+    written = clock()
+    return read - started, filtered - read, derived - filtered, written - derived
+
+
+def profile_steps(data: Path, *, rounds: int = 9, groups: int = 5) -> str:
+    """Time the steps of one row group per variant, interleaved; a markdown table.
+
+    Everything runs in this process on one thread (``use_threads=False``, as
+    in chunkline's workers) and is timed in CPU time, which other load on a
+    shared machine disturbs less than wall time. Each round takes the next of
+    the first ``groups`` row groups. The last line runs chunkline's own
+    ``pipeline.worker.run_chunk`` on one row-group chunk, as a check that the
+    first variant is what the engine does.
+    """
+    from pipeline import Map, ParquetOptions, Pipeline
+    from pipeline.worker import PassTask, run_chunk
+
+    in_path = data / INPUT_NAME
+    n_groups = min(groups, pq.ParquetFile(in_path).num_row_groups)
+    pipeline = Pipeline(
+        source={"parquet": str(in_path), "filters": [("a", ">", 0)]},
+        stages=[Map(w3_derive, name="derive")],
+        n_jobs=1,
+    )
+    plan = pipeline.plan().passes[0]
+    source = pipeline.source.open()
+    chunks = source.plan_chunks(plan.chunk_rows)
+    variants = step_variants(plan.chunk_rows)
+    times: dict[str, list[tuple[float, ...]]] = {v.label: [] for v in variants}
+    engine: list[float] = []
+    folder = Path(tempfile.mkdtemp(prefix="w3-steps-", dir=data))
+    try:
+        for r in range(rounds):
+            group = r % n_groups
+            for v in variants:
+                times[v.label].append(_step_times(in_path, group, v, folder, time.process_time))
+                _empty(folder)
+            task = PassTask(
+                source=source,
+                chunk_rows=plan.chunk_rows,
+                stages=plan.stages,
+                output_meta=plan.output_meta,
+                writes="parquet",
+                x_target=str(folder),
+                parquet=ParquetOptions(),
+            )
+            started = time.process_time()
+            run_chunk(task, chunks[group])
+            engine.append(time.process_time() - started)
+            _empty(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    lines = [
+        f"CPU ms per row group ({ROW_GROUP_ROWS:,} rows in, about half kept), median of "
+        f"{rounds} interleaved rounds over {n_groups} row groups, one thread:",
+        "",
+        "| variant | read | filter | derive | write | total |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, runs in times.items():
+        med = [statistics.median(run[i] for run in runs) * 1000 for i in range(4)]
+        total = statistics.median(sum(run) for run in runs) * 1000
+        lines.append(f"| {label} | " + " | ".join(f"{m:.0f}" for m in [*med, total]) + " |")
+    lines.append(
+        f"| pipeline.worker.run_chunk (the engine, today) | | | | | "
+        f"{statistics.median(engine) * 1000:.0f} |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _empty(folder: Path) -> None:
+    for path in folder.iterdir():
+        path.unlink()
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def _cmd_make(args: argparse.Namespace) -> int:
+    path = make_input(args.out, args.rows, seed=args.seed)
+    print(
+        f"wrote {path} ({path.stat().st_size / MB:.0f} MB on disk, "
+        f"{args.rows * DECODED_ROW_BYTES / MB:.0f} MB decoded)"
+    )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    in_path = args.data / INPUT_NAME
+    out_dir = _out_dir(args.data, args.impl)
+    if not in_path.exists():
+        print(
+            f"error: {in_path} does not exist; create it with `make --out {args.data}`.",
+            file=sys.stderr,
+        )
+        return 2
+    if out_dir.exists():
+        print(f"error: {out_dir} exists; delete it first.", file=sys.stderr)
+        return 2
+    try:
+        IMPLEMENTATIONS[args.impl](in_path, out_dir, chunk_rows=args.chunk_rows, n_jobs=args.n_jobs)
+    finally:
+        if not args.keep:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    names = args.impl or list(IMPLEMENTATIONS)
+    outcome = verify(args.data, names, chunk_rows=args.chunk_rows, n_jobs=args.n_jobs)
+    for name, what in outcome.items():
+        print(f"{name:<15} {what}")
+    return 0 if all(what == "ok" for what in outcome.values()) else 1
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    names = args.impl or list(IMPLEMENTATIONS)
+    if BASELINE not in names:
+        names = [BASELINE, *names]
+    decoded = args.rows * DECODED_ROW_BYTES
+    # On disk (snappy, random floats): ~48 bytes per input row, ~30 per input
+    # row for an output (half the rows, one more column). Input + one output
+    # at a time (+ the baseline's kept output with --check).
+    needed = args.rows * (48 + 30 * (2 if args.check else 1)) + 100 * MB
+    free = shutil.disk_usage(args.tmp_dir).free
+    if free < needed:
+        print(
+            f"error: {args.tmp_dir} has {free / MB:.0f} MB free; "
+            f"the benchmark needs {needed / MB:.0f} MB.",
+            file=sys.stderr,
+        )
+        return 2
+
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    # Taken before anything runs: its load average is the machine's own.
+    machine = machine_details()
+    data = Path(tempfile.mkdtemp(prefix="chunkline-w3-", dir=args.tmp_dir))
+    try:
+        print(
+            f"making {args.rows:,} rows ({decoded / MB:.0f} MB decoded) in {data}", file=sys.stderr
+        )
+        in_path = make_input(data, args.rows, seed=args.seed)
+        chunking = (
+            f"batches/tasks of {args.chunk_rows:,} rows for every implementation but dask "
+            "and polars (chunkline: chunks={'rows': N})"
+            if args.chunk_rows
+            else "a row group per batch or task (chunkline: its default chunk size)"
+        )
+        notes = [
+            f"Workload: W3 Parquet, input {in_path.stat().st_size / MB:.0f} MB on disk, "
+            f"row groups of {ROW_GROUP_ROWS:,} rows; {chunking}; n_jobs {args.n_jobs} for "
+            f"joblib and dask ({DASK_SCHEDULER} scheduler), chunkline-K: n_jobs K; polars: "
+            "its own thread pool."
+        ]
+        if args.check:
+            outcome = verify(data, names, chunk_rows=args.chunk_rows, n_jobs=args.n_jobs)
+            notes += [
+                "",
+                f"Outputs compared with {BASELINE}'s (same rows in the same order; every "
+                f"column equal, e within rtol/atol {E_RTOL:g}):",
+            ]
+            notes += [f"- {name}: {what}" for name, what in outcome.items()]
+        impls = [
+            Implementation(
+                name, tuple(_run_argv(name, data, args.chunk_rows, args.n_jobs)), cwd=REPO_ROOT
+            )
+            for name in names
+        ]
+        results = run_benchmark(impls, repeat=args.repeat, timeout=args.timeout)
+        report = format_report(
+            results,
+            baseline=BASELINE,
+            machine=machine,
+            title=f"W3 Parquet: {args.rows:,} rows ({decoded / MB:.0f} MB decoded), "
+            "filter a > 0, derive e, write a dataset",
+            notes=notes,
+        )
+        print(report)
+        if args.out:
+            args.out.write_text(report)
+        return 0 if all(r.ok for r in results) else 1
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _cmd_steps(args: argparse.Namespace) -> int:
+    if not (args.data / INPUT_NAME).exists():
+        print(
+            f"error: {args.data / INPUT_NAME} does not exist; create it with `make`.",
+            file=sys.stderr,
+        )
+        return 2
+    print(profile_steps(args.data, rounds=args.rounds))
+    return 0
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:
+    # Turn `kill PID` into an exception so that `finally` blocks delete the
+    # data folder, as Ctrl-C (KeyboardInterrupt) already does.
+    raise SystemExit(128 + signum)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (one subcommand per action)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.w3_parquet", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--chunk-rows",
+            type=_positive_int,
+            help="rows per batch or task (default: a row group; chunkline: its own default)",
+        )
+        p.add_argument(
+            "--n-jobs", type=_positive_int, default=2, help="workers of joblib and dask (default 2)"
+        )
+
+    p = sub.add_parser("make", help=f"create DIR/{INPUT_NAME}")
+    p.add_argument("--rows", type=_positive_int, required=True)
+    p.add_argument("--out", type=Path, required=True, help=f"directory to write {INPUT_NAME} into")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_make)
+
+    p = sub.add_parser(
+        "run", help="run one implementation once (writes, then deletes, DIR/out-NAME/)"
+    )
+    p.add_argument("--impl", required=True, choices=list(IMPLEMENTATIONS))
+    p.add_argument("--data", type=Path, required=True, help=f"directory holding {INPUT_NAME}")
+    p.add_argument("--keep", action="store_true", help="keep the output (for verify)")
+    add_run_options(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("verify", help=f"compare implementations' outputs with {BASELINE}'s")
+    p.add_argument("--data", type=Path, required=True, help=f"directory holding {INPUT_NAME}")
+    p.add_argument(
+        "--impl", action="append", choices=list(IMPLEMENTATIONS), help="repeatable; default all"
+    )
+    add_run_options(p)
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "steps", help="time read / filter / derive / write of single row groups (CPU time)"
+    )
+    p.add_argument("--data", type=Path, required=True, help=f"directory holding {INPUT_NAME}")
+    p.add_argument("--rounds", type=_positive_int, default=9, help="interleaved rounds (default 9)")
+    p.set_defaults(func=_cmd_steps)
+
+    p = sub.add_parser(
+        "bench", help="make data in a temporary folder, time every implementation, delete it"
+    )
+    p.add_argument(
+        "--rows", type=_positive_int, default=20_000_000, help="input rows (default 20M = 1.1 GB)"
+    )
+    p.add_argument("--repeat", type=_positive_int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument(
+        "--impl", action="append", choices=list(IMPLEMENTATIONS), help="repeatable; default all"
+    )
+    p.add_argument(
+        "--check", action="store_true", help=f"first verify every output against {BASELINE}'s"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds before a run is killed (default 600)"
+    )
+    p.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=Path("/tmp"),
+        help="parent of the data folder (default /tmp)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    add_run_options(p)
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks.w3_parquet``."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        # The `finally` blocks have already deleted outputs and data.
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    # Re-enter through the importable module, not __main__: functions then
+    # pickle by reference as ``benchmarks.w3_parquet.<name>`` (what loky
+    # workers and chunkline expect) instead of by value from ``__main__``.
+    from benchmarks import w3_parquet
+
+    sys.exit(w3_parquet.main())
