@@ -106,6 +106,7 @@ def _command(args: argparse.Namespace) -> int:
         plan = pipeline.plan()
         stages = sum(len(p.stages) for p in plan.passes)
         print(f"ok: {args.spec} is valid ({stages} stages, {len(plan.passes)} pass(es))")
+        print(plan.schemas())
         return EXIT_OK
     settings = {"n_jobs": args.n_jobs, "backend": args.backend}
     if args.command == "explain":

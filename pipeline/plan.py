@@ -184,6 +184,16 @@ class Plan:
         """Estimated peak anonymous memory: the largest pass's estimate."""
         return max((p.peak_bytes for p in self.passes), default=_WORKER_BASE_BYTES)
 
+    def schemas(self) -> str:
+        """The data's shape or schema at the source and after each stage."""
+        if not self.passes:
+            return ""
+        lines = [f"  source{'':<10} {self.passes[0].input_meta.describe()}"]
+        for p in self.passes:
+            for stage, meta in zip(p.stages, p.stage_metas, strict=True):
+                lines.append(f"  {stage.name:<16} {meta.describe()}")
+        return "\n".join(lines)
+
     def explain(self) -> str:
         """The plan as text: passes, fused stages, chunks, files, memory."""
         lines = [f"pipeline {self.name!r}", f"source: {self.source}"]

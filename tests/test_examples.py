@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 
 from pipeline import load_spec
@@ -178,3 +181,45 @@ def test_example_specs_validate_and_explain(
                 timeout=120,
             )
             assert result.returncode == 0, f"{command} {example}:\n{result.stderr}"
+
+
+def events_reference(root: Path) -> pa.Table:
+    """The ETL example computed by pyarrow on the whole dataset."""
+    table = ds.dataset(root / "data" / "events", partitioning="hive").to_table(
+        columns=["id", "a", "b", "c", "d", "cat", "day"],
+        filter=(pc.field("a") > 0) & pc.field("day").isin([1, 2]),
+    )
+    table = table.set_column(3, "c", pc.fill_null(table["c"], 0.0))
+    e = pc.add(pc.multiply(table["a"], table["b"]), pc.log1p(pc.abs(table["d"])))
+    table = table.append_column("e", e)
+    return table.filter(pc.less(table["e"], 50))
+
+
+def test_events_etl_matches_pyarrow(ran: Ran) -> None:
+    root, results = ran
+    result = results["examples/events_etl.yaml"]
+    assert result.returncode == 0, result.stderr
+    expected = events_reference(root)
+    out = root / "out" / "events_clean"
+    assert (out / "_SUCCESS").exists()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        f"cat={c}" for c in sorted(set(expected["cat"].to_pylist()))
+    ]
+    written = ds.dataset(out, partitioning="hive").to_table().sort_by("id")
+    expected = expected.sort_by("id")
+    assert written["id"].to_pylist() == expected["id"].to_pylist()
+    np.testing.assert_allclose(written["e"].to_numpy(), expected["e"].to_numpy(), rtol=1e-12)
+    assert written["cat"].to_pylist() == expected["cat"].to_pylist()
+
+    profile = json.loads((root / "out" / "events_profile.json").read_text())
+    e = expected["e"].to_numpy()
+    assert profile["profile"]["e"]["count"] == len(e)
+    np.testing.assert_allclose(profile["profile"]["e"]["mean"], e.mean(), rtol=1e-12)
+    np.testing.assert_allclose(profile["profile"]["e"]["std"], e.std(), rtol=1e-10)
+    assert profile["profile"]["c"]["nulls"] == 0  # filled before the tap
+    by_cat = {row["cat"]: row for row in profile["by_cat"]}
+    for cat in set(expected["cat"].to_pylist()):
+        rows = expected.filter(pc.equal(expected["cat"], cat))
+        assert by_cat[cat]["e_count"] == rows.num_rows
+        np.testing.assert_allclose(by_cat[cat]["e_sum"], pc.sum(rows["e"]).as_py(), rtol=1e-12)
+        assert by_cat[cat]["b_max"] == pc.max(rows["b"]).as_py()
