@@ -20,6 +20,7 @@ from .errors import SpecError
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_TABLE_CHUNK_BYTES",
     "Chunk",
     "ChunkSpec",
     "WORKING_SET_FACTOR",
@@ -33,6 +34,11 @@ __all__ = [
 #: zero-filled by the kernel on every chunk (see benchmarks/), large enough
 #: that per-task overhead (~0.2 ms) stays under 1% of the work.
 DEFAULT_CHUNK_BYTES = 4 * 2**20
+
+#: Default chunk size of table sources: whole Parquet row groups (up to
+#: about a million rows of typical width). Arrow's per-batch costs make smaller
+#: table chunks slower (see benchmarks/), and row groups bound the size anyway.
+DEFAULT_TABLE_CHUNK_BYTES = 64 * 2**20
 
 #: How many chunk-sized buffers a worker is assumed to hold at once (input
 #: view, output and a couple of temporaries) when a memory budget is turned
@@ -134,7 +140,9 @@ class ChunkSpec:
         return ", ".join(parts)
 
 
-def resolve_chunk_rows(spec: ChunkSpec, row_nbytes: int, n_workers: int) -> int:
+def resolve_chunk_rows(
+    spec: ChunkSpec, row_nbytes: int, n_workers: int, default_bytes: int = DEFAULT_CHUNK_BYTES
+) -> int:
     """Rows per chunk for rows of ``row_nbytes`` bytes and ``n_workers`` workers.
 
     >>> resolve_chunk_rows(ChunkSpec(rows=10), 64, 2)
@@ -152,7 +160,7 @@ def resolve_chunk_rows(spec: ChunkSpec, row_nbytes: int, n_workers: int) -> int:
     elif spec.bytes is not None:
         per_chunk = spec.bytes
     else:
-        per_chunk = DEFAULT_CHUNK_BYTES
+        per_chunk = default_bytes
     return max(1, per_chunk // row_nbytes)
 
 

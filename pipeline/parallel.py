@@ -41,7 +41,7 @@ class ParallelSettings:
         Such processes can be tuned for chunk work; threads, the sequential
         backend and dask's workers (shared with other users) are left alone.
         """
-        return self.backend_name in ("loky", "multiprocessing") and self.n_workers > 1
+        return self.backend_name == "loky" and self.n_workers > 1
 
     @property
     def blas_threads(self) -> int:
@@ -84,8 +84,28 @@ def _backend_name(backend: Any) -> str:
     return name.removesuffix("Backend").lower() or name
 
 
-def resolve_parallel(n_jobs: int | None, backend: str | None) -> ParallelSettings:
-    """Settings for explicit ``n_jobs``/``backend`` (``None`` = not set here)."""
+def _context_sets_backend() -> bool:
+    """Whether the caller chose a backend with ``joblib.parallel_config``."""
+    # joblib has no public way to ask; its thread-local config holds a sentinel
+    # for every setting the caller left alone.
+    try:
+        config = joblib.parallel._backend.config
+        unset = joblib.parallel.default_parallel_config["backend"]
+    except AttributeError:
+        return False
+    return config.get("backend") is not unset
+
+
+def resolve_parallel(
+    n_jobs: int | None, backend: str | None, default_backend: str | None = None
+) -> ParallelSettings:
+    """Settings for explicit ``n_jobs``/``backend`` (``None`` = not set here).
+
+    ``default_backend`` replaces joblib's default (loky) when neither the
+    pipeline nor a caller's ``parallel_config`` names a backend.
+    """
+    if backend is None and default_backend is not None and not _context_sets_backend():
+        backend = default_backend
     context = joblib.parallel_config(backend=backend) if backend is not None else nullcontext()
     with context:
         active, context_n_jobs = get_active_backend()

@@ -22,7 +22,14 @@ import numpy as np
 import pyarrow as pa
 
 from .blocks import ArrayMeta, Data, Meta, TableMeta, as_rows, meta_of, num_rows, take
-from .chunking import WORKING_SET_FACTOR, ChunkSpec, plan_chunks, resolve_chunk_rows
+from .chunking import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_TABLE_CHUNK_BYTES,
+    WORKING_SET_FACTOR,
+    ChunkSpec,
+    plan_chunks,
+    resolve_chunk_rows,
+)
 from .datasets import TableRef
 from .errors import SpecError, StageError
 from .parallel import ParallelSettings, resolve_parallel
@@ -334,10 +341,13 @@ def build_plan(
     for k, group in enumerate(groups):
         stages = tuple(pipeline.stages[i] for i in group)
         stage_metas = tuple(metas[i] for i in group)
-        settings = (
-            resolve_parallel(*settings_of(stages[0]))
-            if stages
-            else resolve_parallel(default_n_jobs, default_backend)
+        # pyarrow releases the GIL while it reads, computes and writes, so table
+        # passes run on threads unless told otherwise: no worker start-up,
+        # imports or pickling (a third faster on W3, see benchmarks/).
+        table_input = isinstance(meta, TableMeta)
+        settings = resolve_parallel(
+            *(settings_of(stages[0]) if stages else (default_n_jobs, default_backend)),
+            default_backend="threading" if table_input else None,
         )
         last = k == len(groups) - 1
         changes = any(s.changes_data for s in stages)
@@ -348,7 +358,12 @@ def build_plan(
             output = "workspace" if changes else "none"
         out_meta = stage_metas[-1] if stage_metas else meta
         row_nbytes = max(meta.row_nbytes, out_meta.row_nbytes, source_row_nbytes if k == 0 else 0)
-        chunk_rows = resolve_chunk_rows(pipeline.chunks, row_nbytes, settings.n_workers)
+        chunk_rows = resolve_chunk_rows(
+            pipeline.chunks,
+            row_nbytes,
+            settings.n_workers,
+            DEFAULT_TABLE_CHUNK_BYTES if table_input else DEFAULT_CHUNK_BYTES,
+        )
         n_chunks: int | None = None
         if k == 0 and isinstance(opened, TableRef):
             n_chunks = len(opened.plan_chunks(chunk_rows))

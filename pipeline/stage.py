@@ -43,7 +43,7 @@ StageKind = Literal["map", "filter", "reduce"]
 
 #: joblib backends a stage or pipeline may name. ``dask`` needs a running
 #: ``dask.distributed`` Client (see README).
-BACKENDS = ("loky", "threading", "sequential", "multiprocessing", "dask")
+BACKENDS = ("loky", "threading", "sequential", "dask")
 
 
 @runtime_checkable

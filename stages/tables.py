@@ -32,6 +32,7 @@ from pipeline.schema import (
     ARROW_TYPE_ERRORS,
     check_columns,
     compatible,
+    filter_mask,
     filter_type_mismatch,
     validate_filters,
 )
@@ -478,41 +479,15 @@ def from_array(x: ArrayLike, names: Sequence[str]) -> pa.Table:
 # --- filters ----------------------------------------------------------------
 
 
-def _evaluate(table: pa.Table, expression: pc.Expression) -> np.ndarray:
-    """The boolean column an expression computes on every row, null as False.
-
-    ``table.filter(expression)`` returns the kept rows, but a filter stage
-    returns a mask, so the expression is projected instead: an Acero plan
-    ``table_source -> project`` evaluates it on each batch. With
-    ``use_threads=False`` batches stay in row order and no thread pool is used
-    (joblib owns parallelism).
-    """
-    # Imported here: pyarrow.acero pulls in pyarrow.dataset and pandas (~0.5 s),
-    # which `import stages` should not pay for unless a filter runs.
-    import pyarrow.acero as acero
-
-    plan = acero.Declaration.from_sequence(
-        [
-            acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
-            acero.Declaration("project", acero.ProjectNodeOptions([expression], ["mask"])),
-        ]
-    )
-    result = plan.to_table(use_threads=False).column(0)
-    if result.type != pa.bool_():
-        raise SpecError(f"where: the filter gives {result.type} values, not booleans")
-    mask = pc.fill_null(result, False).to_numpy(zero_copy_only=False)
-    return np.asarray(mask, dtype=bool)
-
-
 def where(table: pa.Table, filters: Any) -> np.ndarray:
     """Keep the rows matching DNF ``filters``, the form pyarrow and pandas accept.
 
     ``[("a", ">", 0), ("b", "in", ["x", "y"])]`` keeps rows matching every
     tuple; a list of such lists keeps rows matching any of them. Operators:
     ``=``, ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``.
-    The expression is built by ``pyarrow.parquet.filters_to_expression``,
-    exactly as for a Parquet source's ``filters``, so moving a filter between
-    the source and this stage never changes the result: a comparison with a
+    The mask is computed by :func:`pipeline.schema.filter_mask`, exactly as for
+    a Parquet source's ``filters``, so moving a filter between the source and
+    this stage never changes the result: a comparison with a
     null is unknown and drops the row, while ``not in`` keeps nulls and ``in``
     matches them only if the list holds ``None``. A ``pyarrow.compute``
     expression is accepted too.
@@ -523,30 +498,44 @@ def where(table: pa.Table, filters: Any) -> np.ndarray:
     >>> where(t, [[("a", "<", 0)], [("c", "==", "x")]])
     array([ True,  True,  True])
     """
-    from pyarrow.parquet import filters_to_expression  # lazily, as in _evaluate
-
     if isinstance(filters, pc.Expression):
-        try:
-            return _evaluate(table, filters)
-        except ARROW_TYPE_ERRORS as exc:
-            reason = str(exc).splitlines()[0]
-            raise SpecError(
-                f"where: cannot evaluate {filters}: {reason}; "
-                f"available columns: {', '.join(table.column_names)}"
-            ) from exc
+        return _expression_mask(table, filters)
     conjunctions = validate_filters(table.schema, filters, "where: filters")
-    terms = [term for conjunction in conjunctions for term in conjunction]
     try:
-        return _evaluate(table, filters_to_expression(conjunctions))
+        return _to_numpy_mask(filter_mask(table, conjunctions))
     except ARROW_TYPE_ERRORS as exc:
         # Name the tuple Arrow refused: evaluate each one on its own.
-        for term in terms:
+        for term in (term for conjunction in conjunctions for term in conjunction):
             try:
-                _evaluate(table, filters_to_expression([term]))
+                filter_mask(table, [[term]])
             except ARROW_TYPE_ERRORS as term_exc:
                 column_type = table.schema.field(term[0]).type
                 raise filter_type_mismatch(term, column_type, str(term_exc)) from exc
         raise SpecError(f"where: cannot evaluate filters {filters!r}: {exc}") from exc
+
+
+def _to_numpy_mask(mask: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _expression_mask(table: pa.Table, expression: pc.Expression) -> np.ndarray:
+    """The rows an expression keeps, as a mask: filter row numbers, then mark them."""
+    rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    try:
+        kept = table.append_column("__row__", rows).filter(expression)["__row__"]
+    except ARROW_TYPE_ERRORS as exc:
+        reason = str(exc).splitlines()[0]
+        if "must evaluate to bool" in reason:  # e.g. "... but amount evaluates to double"
+            raise SpecError(
+                f"where: the filter gives {reason.rsplit(' ', 1)[-1]} values, not booleans"
+            ) from exc
+        raise SpecError(
+            f"where: cannot evaluate {expression}: {reason}; "
+            f"available columns: {', '.join(table.column_names)}"
+        ) from exc
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[kept.to_numpy()] = True
+    return mask
 
 
 def _as_mask(result: Any, num_rows: int) -> np.ndarray:
