@@ -68,15 +68,14 @@ class TableRef:
     partitions: tuple[Any, ...]  # each file's partition expression (hive keys), or None
     schema: pa.Schema  # of the dataset, partition columns included
     columns: tuple[str, ...] | None
-    filter: Any  # a pyarrow.compute.Expression, or None
-    conjunctions: tuple[tuple[Predicate, ...], ...] | None  # the same filter, as DNF
+    conjunctions: tuple[tuple[Predicate, ...], ...] | None  # DNF filters on the rows
     pieces: tuple[Piece, ...]
     row_nbytes: int
 
     @property
     def n_rows(self) -> int | None:
         """Rows that will be read, when known before reading (no filter, Parquet)."""
-        if self.filter is not None or any(p.rows is None for p in self.pieces):
+        if self.conjunctions or any(p.rows is None for p in self.pieces):
             return None
         return sum(p.rows for p in self.pieces)  # type: ignore[misc]
 
@@ -411,7 +410,6 @@ class TableSource:
             partitions=tuple(partitions),
             schema=dataset.schema,
             columns=self.columns,  # type: ignore[arg-type]
-            filter=expression,
             conjunctions=None
             if conjunctions is None
             else tuple(tuple(conjunction) for conjunction in conjunctions),
