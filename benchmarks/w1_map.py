@@ -14,7 +14,8 @@ chunkline-1, chunkline-2
            chunkline's Python API with ``n_jobs=1`` and ``n_jobs=2``
 ========== ===========================================================
 
-Commands (from the repository root)::
+Commands (from the repository root; every workload shares them, see
+:mod:`benchmarks.workload`)::
 
     python -m benchmarks.w1_map bench --rows 16000000 --repeat 3
     python -m benchmarks.w1_map make --rows 2000000 --out /tmp/w1
@@ -27,21 +28,16 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from benchmarks.harness import MB, Implementation, format_report, machine_details, run_benchmark
+from benchmarks.harness import MB
+from benchmarks.workload import REPO_ROOT, ChunkOption, Workload, sync_to_disk
 
 N_COLS = 8
 DTYPE = np.dtype(np.float64)
@@ -50,9 +46,6 @@ BASELINE = "numpy"
 #: Chunk size of the non-chunkline implementations, as in the issue's
 #: reference figures; chunkline uses its own default unless told otherwise.
 DEFAULT_CHUNK_BYTES = "32MB"
-#: ``python -m benchmarks...`` needs the repository root on sys.path, and
-#: chunkline's ``pipeline`` package lives there too.
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def w1_formula(x: np.ndarray) -> np.ndarray:
@@ -160,11 +153,7 @@ def make_input(out_dir: Path, rows: int, *, seed: int = 0, block_rows: int = 1_0
         rng.standard_normal(dtype=DTYPE, out=data[start : start + block_rows])
     data.flush()
     del data
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_to_disk(path)
     return path
 
 
@@ -318,166 +307,9 @@ def compare_outputs(
     return None
 
 
-def _run_argv(
-    name: str, data: Path, chunk_bytes: str | None, n_jobs: int, *, keep: bool = False
-) -> list[str]:
-    """Command line that runs one implementation once in a fresh process."""
-    argv = [sys.executable, "-m", "benchmarks.w1_map", "run", "--impl", name, "--data", str(data)]
-    argv += ["--n-jobs", str(n_jobs)]
-    if chunk_bytes is not None:
-        argv += ["--chunk-bytes", chunk_bytes]
-    if keep:
-        argv.append("--keep")
-    return argv
-
-
-def _run_kept(name: str, data: Path, chunk_bytes: str | None, n_jobs: int) -> str | None:
-    """Run one implementation in a fresh process, keeping its output.
-
-    Returns None on success, else the last line of its stderr.
-    """
-    proc = subprocess.run(
-        _run_argv(name, data, chunk_bytes, n_jobs, keep=True),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode == 0:
-        return None
-    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return f"run failed (exit {proc.returncode}): {last}"
-
-
-def verify(
-    data: Path, names: Sequence[str], *, chunk_bytes: str | None, n_jobs: int
-) -> dict[str, str]:
-    """Run the baseline and each implementation, then compare outputs bitwise.
-
-    Each implementation runs in its own process, as in the benchmark, and
-    keeps its output just long enough to be compared.
-
-    Returns
-    -------
-    dict
-        Implementation name -> ``"ok"`` or what went wrong.
-    """
-    expected = data / f"out-{BASELINE}.npy"
-    try:
-        failure = _run_kept(BASELINE, data, chunk_bytes, n_jobs)
-        if failure:
-            return {BASELINE: failure}
-        outcome: dict[str, str] = {}
-        for name in names:
-            if name == BASELINE:
-                continue
-            actual = data / f"out-{name}.npy"
-            try:
-                failure = _run_kept(name, data, chunk_bytes, n_jobs)
-                outcome[name] = failure or compare_outputs(actual, expected) or "ok"
-            finally:
-                actual.unlink(missing_ok=True)
-        return outcome
-    finally:
-        expected.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------
-# Command line
+# The workload, for the shared command line (benchmarks.workload)
 # --------------------------------------------------------------------------
-
-
-def _cmd_make(args: argparse.Namespace) -> int:
-    path = make_input(args.out, args.rows, seed=args.seed)
-    print(f"wrote {path} ({path.stat().st_size / MB:.0f} MB)")
-    return 0
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    in_path = args.data / INPUT_NAME
-    out_path = args.data / f"out-{args.impl}.npy"
-    if not in_path.exists():
-        print(
-            f"error: {in_path} does not exist; create it with `make --out {args.data}`.",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        IMPLEMENTATIONS[args.impl](
-            in_path, out_path, chunk_bytes=args.chunk_bytes, n_jobs=args.n_jobs
-        )
-    finally:
-        if not args.keep:
-            out_path.unlink(missing_ok=True)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    names = args.impl or list(IMPLEMENTATIONS)
-    outcome = verify(args.data, names, chunk_bytes=args.chunk_bytes, n_jobs=args.n_jobs)
-    for name, what in outcome.items():
-        print(f"{name:<14} {what}")
-    return 0 if all(what == "ok" for what in outcome.values()) else 1
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    names = args.impl or list(IMPLEMENTATIONS)
-    if BASELINE not in names:
-        names = [BASELINE, *names]
-    input_bytes = args.rows * N_COLS * DTYPE.itemsize
-    # Input + one output at a time (+ the baseline's kept output with --check).
-    needed = input_bytes * (3 if args.check else 2) + 100 * MB
-    free = shutil.disk_usage(args.tmp_dir).free
-    if free < needed:
-        print(
-            f"error: {args.tmp_dir} has {free / MB:.0f} MB free; "
-            f"the benchmark needs {needed / MB:.0f} MB.",
-            file=sys.stderr,
-        )
-        return 2
-
-    # Only here: `run` forks Pool workers, which must keep the default
-    # SIGTERM behaviour that Pool.terminate() relies on.
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    # Taken before anything runs: its load average is the machine's own.
-    machine = machine_details()
-    data = Path(tempfile.mkdtemp(prefix="chunkline-w1-", dir=args.tmp_dir))
-    try:
-        print(
-            f"making {args.rows:,} x {N_COLS} float64 ({input_bytes / MB:.0f} MB) in {data}",
-            file=sys.stderr,
-        )
-        make_input(data, args.rows, seed=args.seed)
-        chunking = (
-            f"chunks {args.chunk_bytes} for every implementation"
-            if args.chunk_bytes
-            else f"chunks {DEFAULT_CHUNK_BYTES} (chunkline: its default)"
-        )
-        notes = [f"Workload: W1 map, {chunking}, n_jobs {args.n_jobs} (chunkline-K: n_jobs K)."]
-        if args.check:
-            outcome = verify(data, names, chunk_bytes=args.chunk_bytes, n_jobs=args.n_jobs)
-            notes += ["", "Outputs compared with numpy's (bitwise, np.array_equal per chunk):"]
-            notes += [f"- {name}: {what}" for name, what in outcome.items()]
-        impls = [
-            Implementation(
-                name, tuple(_run_argv(name, data, args.chunk_bytes, args.n_jobs)), cwd=REPO_ROOT
-            )
-            for name in names
-        ]
-        results = run_benchmark(impls, repeat=args.repeat, timeout=args.timeout)
-        report = format_report(
-            results,
-            baseline=BASELINE,
-            machine=machine,
-            title=f"W1 map: {args.rows:,} x {N_COLS} float64 ({input_bytes / MB:.0f} MB), "
-            ".npy -> .npy",
-            notes=notes,
-        )
-        print(report)
-        if args.out:
-            args.out.write_text(report)
-        return 0 if all(r.ok for r in results) else 1
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def _chunk_size(text: str) -> str:
@@ -492,95 +324,65 @@ def _chunk_size(text: str) -> str:
     return text
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    # Turn `kill PID` into an exception so that `finally` blocks delete the
-    # data folder, as Ctrl-C (KeyboardInterrupt) already does.
-    raise SystemExit(128 + signum)
+def _input_bytes(rows: int) -> int:
+    return rows * N_COLS * DTYPE.itemsize
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (one subcommand per action)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.w1_map", description=__doc__.split("\n")[0]
+def describe_input(rows: int) -> str:
+    """``16,000,000 x 8 float64 (1024 MB)``: what ``bench`` makes, for its report."""
+    return f"{rows:,} x {N_COLS} float64 ({_input_bytes(rows) / MB:.0f} MB)"
+
+
+def _describe_made(path: Path, rows: int) -> str:
+    return f"wrote {path} ({path.stat().st_size / MB:.0f} MB)"
+
+
+def _disk_needed(rows: int, check: bool) -> int:
+    """Input + one output at a time (+ the baseline's kept output with --check)."""
+    return _input_bytes(rows) * (3 if check else 2)
+
+
+def _notes(args: argparse.Namespace, in_path: Path) -> list[str]:
+    """How the implementations were configured, under the report's table."""
+    chunking = (
+        f"chunks {args.chunk_bytes} for every implementation"
+        if args.chunk_bytes
+        else f"chunks {DEFAULT_CHUNK_BYTES} (chunkline: its default)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add_run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--chunk-bytes",
-            type=_chunk_size,
-            help=f"chunk size such as 32MB (default {DEFAULT_CHUNK_BYTES}; chunkline: its own)",
-        )
-        p.add_argument(
-            "--n-jobs", type=int, default=2, help="workers of joblib, pool and dask (default 2)"
-        )
-
-    p = sub.add_parser("make", help="create DIR/input.npy")
-    p.add_argument("--rows", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True, help="directory to write input.npy into")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_make)
-
-    p = sub.add_parser(
-        "run", help="run one implementation once (writes, then deletes, DIR/out-NAME.npy)"
-    )
-    p.add_argument("--impl", required=True, choices=list(IMPLEMENTATIONS))
-    p.add_argument("--data", type=Path, required=True, help="directory holding input.npy")
-    p.add_argument("--keep", action="store_true", help="keep the output (for verify)")
-    add_run_options(p)
-    p.set_defaults(func=_cmd_run)
-
-    p = sub.add_parser("verify", help="compare implementations' outputs with numpy's, bitwise")
-    p.add_argument("--data", type=Path, required=True, help="directory holding input.npy")
-    p.add_argument(
-        "--impl", action="append", choices=list(IMPLEMENTATIONS), help="repeatable; default all"
-    )
-    add_run_options(p)
-    p.set_defaults(func=_cmd_verify)
-
-    p = sub.add_parser(
-        "bench", help="make data in a temporary folder, time every implementation, delete it"
-    )
-    p.add_argument(
-        "--rows", type=int, default=16_000_000, help="rows of 8 float64 (default 16M = 1 GB)"
-    )
-    p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument(
-        "--impl", action="append", choices=list(IMPLEMENTATIONS), help="repeatable; default all"
-    )
-    p.add_argument("--check", action="store_true", help="first verify every output against numpy's")
-    p.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds before a run is killed (default 600)"
-    )
-    p.add_argument(
-        "--tmp-dir",
-        type=Path,
-        default=Path("/tmp"),
-        help="parent of the data folder (default /tmp)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="also write the markdown report to this file")
-    add_run_options(p)
-    p.set_defaults(func=_cmd_bench)
-    return parser
+    return [f"Workload: W1 map, {chunking}, n_jobs {args.n_jobs} (chunkline-K: n_jobs K)."]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m benchmarks.w1_map``."""
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except KeyboardInterrupt:
-        # The `finally` blocks have already deleted outputs and data.
-        print("interrupted", file=sys.stderr)
-        return 130
+WORKLOAD = Workload(
+    module="benchmarks.w1_map",
+    description=__doc__.split("\n")[0],
+    key="w1",
+    title="W1 map",
+    task=".npy -> .npy",
+    implementations=IMPLEMENTATIONS,
+    baseline=BASELINE,
+    input_name=INPUT_NAME,
+    output_name="out-{name}.npy",
+    make_input=make_input,
+    describe_input=describe_input,
+    describe_made=_describe_made,
+    disk_needed=_disk_needed,
+    compare_outputs=compare_outputs,
+    compared="bitwise, np.array_equal per chunk",
+    chunk_option=ChunkOption(
+        flag="--chunk-bytes",
+        type=_chunk_size,
+        help=f"chunk size such as 32MB (default {DEFAULT_CHUNK_BYTES}; chunkline: its own)",
+    ),
+    n_jobs_help="workers of joblib, pool and dask (default 2)",
+    rows_default=16_000_000,
+    rows_help="rows of 8 float64 (default 16M = 1 GB)",
+    notes=_notes,
+)
 
 
 if __name__ == "__main__":
-    # Re-enter through the importable module, not __main__: functions then
-    # pickle by reference as ``benchmarks.w1_map.<name>`` (what loky workers
-    # and chunkline expect) instead of by value from ``__main__``.
+    # Through the importable module, so that functions pickle by reference
+    # (see benchmarks.workload).
     from benchmarks import w1_map
 
-    sys.exit(w1_map.main())
+    sys.exit(w1_map.WORKLOAD.main())

@@ -25,7 +25,8 @@ Each writes with its library's default options, as a user would: pyarrow and
 dask snappy, with dictionary encoding tried on every column; polars zstd;
 chunkline snappy, with dictionary encoding for string columns only.
 
-Commands (from the repository root)::
+Commands (from the repository root; all but ``steps`` are the ones every
+workload shares, see :mod:`benchmarks.workload`)::
 
     python -m benchmarks.w3_parquet bench --rows 20000000 --repeat 3
     python -m benchmarks.w3_parquet make --rows 2000000 --out /tmp/w3
@@ -43,13 +44,11 @@ import itertools
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,7 +60,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from benchmarks.harness import MB, Implementation, format_report, machine_details, run_benchmark
+from benchmarks.harness import MB
+from benchmarks.workload import REPO_ROOT, ChunkOption, Workload, positive_int, sync_to_disk
 
 INPUT_NAME = "input.parquet"
 BASELINE = "pyarrow-stream"
@@ -82,9 +82,6 @@ E_RTOL = E_ATOL = 1e-12
 #: Scheduler of the ``dask`` implementation: of threads and processes
 #: (2 workers either way), threads was the faster here (see README.md).
 DASK_SCHEDULER = "threads"
-#: ``python -m benchmarks...`` needs the repository root on sys.path, and
-#: chunkline's ``pipeline`` package lives there too.
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------
@@ -160,11 +157,7 @@ def make_input(
             columns += [pa.array(rng.standard_normal(n)) for _ in FLOAT_COLUMNS]
             columns.append(categories.take(pa.array(rng.integers(0, N_CATEGORIES, n))))
             writer.write_table(pa.Table.from_arrays(columns, schema=SCHEMA), row_group_size=n)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_to_disk(path)
     return path
 
 
@@ -405,73 +398,6 @@ def _first_difference(actual: Path, expected: Path, block_rows: int) -> str | No
     return None
 
 
-def _run_argv(
-    name: str, data: Path, chunk_rows: int | None, n_jobs: int, *, keep: bool = False
-) -> list[str]:
-    """Command line that runs one implementation once in a fresh process."""
-    argv = [sys.executable, "-m", "benchmarks.w3_parquet", "run", "--impl", name]
-    argv += ["--data", str(data), "--n-jobs", str(n_jobs)]
-    if chunk_rows is not None:
-        argv += ["--chunk-rows", str(chunk_rows)]
-    if keep:
-        argv.append("--keep")
-    return argv
-
-
-def _out_dir(data: Path, name: str) -> Path:
-    return data / f"out-{name}"
-
-
-def _run_kept(name: str, data: Path, chunk_rows: int | None, n_jobs: int) -> str | None:
-    """Run one implementation in a fresh process, keeping its output.
-
-    Returns None on success, else the last line of its stderr.
-    """
-    proc = subprocess.run(
-        _run_argv(name, data, chunk_rows, n_jobs, keep=True),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode == 0:
-        return None
-    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return f"run failed (exit {proc.returncode}): {last}"
-
-
-def verify(
-    data: Path, names: Sequence[str], *, chunk_rows: int | None, n_jobs: int
-) -> dict[str, str]:
-    """Run the baseline and each implementation, then compare their outputs.
-
-    Each implementation runs in its own process, as in the benchmark, and
-    keeps its output just long enough to be compared.
-
-    Returns
-    -------
-    dict
-        Implementation name -> ``"ok"`` or what went wrong.
-    """
-    expected = _out_dir(data, BASELINE)
-    try:
-        failure = _run_kept(BASELINE, data, chunk_rows, n_jobs)
-        if failure:
-            return {BASELINE: failure}
-        outcome: dict[str, str] = {}
-        for name in names:
-            if name == BASELINE:
-                continue
-            actual = _out_dir(data, name)
-            try:
-                failure = _run_kept(name, data, chunk_rows, n_jobs)
-                outcome[name] = failure or compare_outputs(actual, expected) or "ok"
-            finally:
-                shutil.rmtree(actual, ignore_errors=True)
-        return outcome
-    finally:
-        shutil.rmtree(expected, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------
 # Where a chunkline worker's time goes: the steps of one row group
 # --------------------------------------------------------------------------
@@ -698,128 +624,47 @@ def _empty(folder: Path) -> None:
 
 
 # --------------------------------------------------------------------------
-# Command line
+# The workload, for the shared command line (benchmarks.workload)
 # --------------------------------------------------------------------------
 
 
-def _cmd_make(args: argparse.Namespace) -> int:
-    path = make_input(args.out, args.rows, seed=args.seed)
-    print(
+def describe_input(rows: int) -> str:
+    """``20,000,000 rows (1100 MB decoded)``: what ``bench`` makes, for its report."""
+    return f"{rows:,} rows ({rows * DECODED_ROW_BYTES / MB:.0f} MB decoded)"
+
+
+def _describe_made(path: Path, rows: int) -> str:
+    return (
         f"wrote {path} ({path.stat().st_size / MB:.0f} MB on disk, "
-        f"{args.rows * DECODED_ROW_BYTES / MB:.0f} MB decoded)"
+        f"{rows * DECODED_ROW_BYTES / MB:.0f} MB decoded)"
     )
-    return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    in_path = args.data / INPUT_NAME
-    out_dir = _out_dir(args.data, args.impl)
-    if not in_path.exists():
-        print(
-            f"error: {in_path} does not exist; create it with `make --out {args.data}`.",
-            file=sys.stderr,
-        )
-        return 2
-    if out_dir.exists():
-        print(f"error: {out_dir} exists; delete it first.", file=sys.stderr)
-        return 2
-    try:
-        IMPLEMENTATIONS[args.impl](in_path, out_dir, chunk_rows=args.chunk_rows, n_jobs=args.n_jobs)
-    finally:
-        if not args.keep:
-            shutil.rmtree(out_dir, ignore_errors=True)
-    return 0
+def _disk_needed(rows: int, check: bool) -> int:
+    """Input + one output at a time (+ the baseline's kept output with --check).
+
+    On disk (snappy, random floats): ~48 bytes per input row, ~30 per input
+    row for an output (half the rows, one more column).
+    """
+    return rows * (48 + 30 * (2 if check else 1))
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    names = args.impl or list(IMPLEMENTATIONS)
-    outcome = verify(args.data, names, chunk_rows=args.chunk_rows, n_jobs=args.n_jobs)
-    for name, what in outcome.items():
-        print(f"{name:<15} {what}")
-    return 0 if all(what == "ok" for what in outcome.values()) else 1
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    names = args.impl or list(IMPLEMENTATIONS)
-    if BASELINE not in names:
-        names = [BASELINE, *names]
-    decoded = args.rows * DECODED_ROW_BYTES
-    # On disk (snappy, random floats): ~48 bytes per input row, ~30 per input
-    # row for an output (half the rows, one more column). Input + one output
-    # at a time (+ the baseline's kept output with --check).
-    needed = args.rows * (48 + 30 * (2 if args.check else 1)) + 100 * MB
-    free = shutil.disk_usage(args.tmp_dir).free
-    if free < needed:
-        print(
-            f"error: {args.tmp_dir} has {free / MB:.0f} MB free; "
-            f"the benchmark needs {needed / MB:.0f} MB.",
-            file=sys.stderr,
-        )
-        return 2
-
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    # Taken before anything runs: its load average is the machine's own.
-    machine = machine_details()
-    data = Path(tempfile.mkdtemp(prefix="chunkline-w3-", dir=args.tmp_dir))
-    try:
-        print(
-            f"making {args.rows:,} rows ({decoded / MB:.0f} MB decoded) in {data}", file=sys.stderr
-        )
-        in_path = make_input(data, args.rows, seed=args.seed)
-        chunking = (
-            f"batches/tasks of {args.chunk_rows:,} rows for every implementation but dask "
-            "and polars (chunkline: chunks={'rows': N})"
-            if args.chunk_rows
-            else "a row group per batch or task (chunkline: its default chunk size)"
-        )
-        notes = [
-            f"Versions: {_versions('pyarrow', 'polars', 'dask', 'pandas')}.",
-            "",
-            f"Workload: W3 Parquet, input {in_path.stat().st_size / MB:.0f} MB on disk, "
-            f"row groups of {ROW_GROUP_ROWS:,} rows; {chunking}; n_jobs {args.n_jobs} for "
-            f"joblib and dask ({DASK_SCHEDULER} scheduler), chunkline-K: n_jobs K; polars: "
-            "its own thread pool.",
-        ]
-        if args.check:
-            outcome = verify(data, names, chunk_rows=args.chunk_rows, n_jobs=args.n_jobs)
-            notes += [
-                "",
-                f"Outputs compared with {BASELINE}'s (same rows in the same order; every "
-                f"column equal, e within rtol/atol {E_RTOL:g}):",
-            ]
-            notes += [f"- {name}: {what}" for name, what in outcome.items()]
-        impls = [
-            Implementation(
-                name, tuple(_run_argv(name, data, args.chunk_rows, args.n_jobs)), cwd=REPO_ROOT
-            )
-            for name in names
-        ]
-        results = run_benchmark(impls, repeat=args.repeat, timeout=args.timeout)
-        report = format_report(
-            results,
-            baseline=BASELINE,
-            machine=machine,
-            title=f"W3 Parquet: {args.rows:,} rows ({decoded / MB:.0f} MB decoded), "
-            "filter a > 0, derive e, write a dataset",
-            notes=notes,
-        )
-        print(report)
-        if args.out:
-            args.out.write_text(report)
-        return 0 if all(r.ok for r in results) else 1
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def _cmd_steps(args: argparse.Namespace) -> int:
-    if not (args.data / INPUT_NAME).exists():
-        print(
-            f"error: {args.data / INPUT_NAME} does not exist; create it with `make`.",
-            file=sys.stderr,
-        )
-        return 2
-    print(profile_steps(args.data, rounds=args.rounds))
-    return 0
+def _notes(args: argparse.Namespace, in_path: Path) -> list[str]:
+    """Versions and how the implementations were configured, under the report's table."""
+    chunking = (
+        f"batches/tasks of {args.chunk_rows:,} rows for every implementation but dask "
+        "and polars (chunkline: chunks={'rows': N})"
+        if args.chunk_rows
+        else "a row group per batch or task (chunkline: its default chunk size)"
+    )
+    return [
+        f"Versions: {_versions('pyarrow', 'polars', 'dask', 'pandas')}.",
+        "",
+        f"Workload: W3 Parquet, input {in_path.stat().st_size / MB:.0f} MB on disk, "
+        f"row groups of {ROW_GROUP_ROWS:,} rows; {chunking}; n_jobs {args.n_jobs} for "
+        f"joblib and dask ({DASK_SCHEDULER} scheduler), chunkline-K: n_jobs K; polars: "
+        "its own thread pool.",
+    ]
 
 
 def _versions(*dists: str) -> str:
@@ -833,114 +678,59 @@ def _versions(*dists: str) -> str:
     return ", ".join(found)
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    # Turn `kill PID` into an exception so that `finally` blocks delete the
-    # data folder, as Ctrl-C (KeyboardInterrupt) already does.
-    raise SystemExit(128 + signum)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (one subcommand per action)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.w3_parquet", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add_run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--chunk-rows",
-            type=_positive_int,
-            help="rows per batch or task (default: a row group; chunkline: its own default)",
+def _cmd_steps(args: argparse.Namespace) -> int:
+    if not (args.data / INPUT_NAME).exists():
+        print(
+            f"error: {args.data / INPUT_NAME} does not exist; create it with `make`.",
+            file=sys.stderr,
         )
-        p.add_argument(
-            "--n-jobs", type=_positive_int, default=2, help="workers of joblib and dask (default 2)"
-        )
+        return 2
+    print(profile_steps(args.data, rounds=args.rounds))
+    return 0
 
-    p = sub.add_parser("make", help=f"create DIR/{INPUT_NAME}")
-    p.add_argument("--rows", type=_positive_int, required=True)
-    p.add_argument("--out", type=Path, required=True, help=f"directory to write {INPUT_NAME} into")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_make)
 
-    p = sub.add_parser(
-        "run", help="run one implementation once (writes, then deletes, DIR/out-NAME/)"
-    )
-    p.add_argument("--impl", required=True, choices=list(IMPLEMENTATIONS))
-    p.add_argument("--data", type=Path, required=True, help=f"directory holding {INPUT_NAME}")
-    p.add_argument("--keep", action="store_true", help="keep the output (for verify)")
-    add_run_options(p)
-    p.set_defaults(func=_cmd_run)
-
-    p = sub.add_parser("verify", help=f"compare implementations' outputs with {BASELINE}'s")
-    p.add_argument("--data", type=Path, required=True, help=f"directory holding {INPUT_NAME}")
-    p.add_argument(
-        "--impl", action="append", choices=list(IMPLEMENTATIONS), help="repeatable; default all"
-    )
-    add_run_options(p)
-    p.set_defaults(func=_cmd_verify)
-
+def _add_steps_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``steps``: W3's own subcommand, next to the shared ones."""
     p = sub.add_parser(
         "steps", help="time read / filter / derive / write of single row groups (CPU time)"
     )
     p.add_argument("--data", type=Path, required=True, help=f"directory holding {INPUT_NAME}")
-    p.add_argument("--rounds", type=_positive_int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--rounds", type=positive_int, default=9, help="interleaved rounds (default 9)")
     p.set_defaults(func=_cmd_steps)
 
-    p = sub.add_parser(
-        "bench", help="make data in a temporary folder, time every implementation, delete it"
-    )
-    p.add_argument(
-        "--rows", type=_positive_int, default=20_000_000, help="input rows (default 20M = 1.1 GB)"
-    )
-    p.add_argument("--repeat", type=_positive_int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument(
-        "--impl", action="append", choices=list(IMPLEMENTATIONS), help="repeatable; default all"
-    )
-    p.add_argument(
-        "--check", action="store_true", help=f"first verify every output against {BASELINE}'s"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds before a run is killed (default 600)"
-    )
-    p.add_argument(
-        "--tmp-dir",
-        type=Path,
-        default=Path("/tmp"),
-        help="parent of the data folder (default /tmp)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="also write the markdown report to this file")
-    add_run_options(p)
-    p.set_defaults(func=_cmd_bench)
-    return parser
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m benchmarks.w3_parquet``."""
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except KeyboardInterrupt:
-        # The `finally` blocks have already deleted outputs and data.
-        print("interrupted", file=sys.stderr)
-        return 130
+WORKLOAD = Workload(
+    module="benchmarks.w3_parquet",
+    description=__doc__.split("\n")[0],
+    key="w3",
+    title="W3 Parquet",
+    task="filter a > 0, derive e, write a dataset",
+    implementations=IMPLEMENTATIONS,
+    baseline=BASELINE,
+    input_name=INPUT_NAME,
+    output_name="out-{name}/",
+    make_input=make_input,
+    describe_input=describe_input,
+    describe_made=_describe_made,
+    disk_needed=_disk_needed,
+    compare_outputs=compare_outputs,
+    compared=f"same rows in the same order; every column equal, e within rtol/atol {E_RTOL:g}",
+    chunk_option=ChunkOption(
+        flag="--chunk-rows",
+        type=positive_int,
+        help="rows per batch or task (default: a row group; chunkline: its own default)",
+    ),
+    n_jobs_help="workers of joblib and dask (default 2)",
+    rows_default=20_000_000,
+    rows_help="input rows (default 20M = 1.1 GB)",
+    notes=_notes,
+    add_commands=_add_steps_command,
+)
 
 
 if __name__ == "__main__":
-    # Re-enter through the importable module, not __main__: functions then
-    # pickle by reference as ``benchmarks.w3_parquet.<name>`` (what loky
-    # workers and chunkline expect) instead of by value from ``__main__``.
+    # Through the importable module, so that functions pickle by reference
+    # (see benchmarks.workload).
     from benchmarks import w3_parquet
 
-    sys.exit(w3_parquet.main())
+    sys.exit(w3_parquet.WORKLOAD.main())
