@@ -6,6 +6,9 @@ declared in ``pyproject.toml``; they can also be used directly from Python.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from .arrays import (
     absolute,
     astype,
@@ -36,14 +39,23 @@ from .tables import (
 )
 
 __all__ = [
+    "BernoulliNBMerge",
+    "ComplementNBMerge",
     "Count",
+    "GaussianNBMerge",
     "GroupBy",
     "Histogram",
     "Max",
+    "MaxAbsScalerMerge",
     "Mean",
+    "MergeRegistry",
+    "Merger",
     "Min",
+    "MinMaxScalerMerge",
     "Moments",
+    "MultinomialNBMerge",
     "Profile",
+    "StandardScalerMerge",
     "Std",
     "Sum",
     "Variance",
@@ -59,9 +71,12 @@ __all__ = [
     "filter_rows",
     "finite_rows",
     "from_array",
+    "has_merge",
     "log1p",
+    "merger_for",
     "nan_to_num",
     "range_rows",
+    "register_merge",
     "rename",
     "rolling_mean",
     "select",
@@ -70,3 +85,29 @@ __all__ = [
     "to_array",
     "where",
 ]
+
+# scikit-learn takes ~0.8 s to import; load it only when its merges are used,
+# not in every worker that needs a NumPy or table stage.
+_LAZY = dict.fromkeys(
+    [
+        "BernoulliNBMerge",
+        "ComplementNBMerge",
+        "GaussianNBMerge",
+        "MaxAbsScalerMerge",
+        "MergeRegistry",
+        "Merger",
+        "MinMaxScalerMerge",
+        "MultinomialNBMerge",
+        "StandardScalerMerge",
+        "has_merge",
+        "merger_for",
+        "register_merge",
+    ],
+    ".sklearn_merge",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
