@@ -31,13 +31,14 @@ STAGES = [
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        local_directory=str(tmp_path_factory.mktemp("dask")),  # not /tmp/dask-scratch-space
     ) as cluster:
         yield cluster
     assert cluster.status.name == "closed"
