@@ -19,6 +19,7 @@ __all__ = [
     "Data",
     "Meta",
     "TableMeta",
+    "as_mask",
     "as_rows",
     "meta_of",
     "num_rows",
@@ -104,6 +105,27 @@ def take(data: Data, mask: np.ndarray) -> Data:
     if isinstance(data, pa.Table):
         return data.filter(pa.array(mask, type=pa.bool_()))
     return data[mask]
+
+
+def as_mask(value: Any) -> np.ndarray:
+    """A filter's result as a NumPy array, with missing values counted as False.
+
+    Arrow boolean arrays (nulls are unknown: the row is dropped, as in a
+    pushed-down filter) and pandas nullable booleans (NA likewise) are
+    accepted; other values are only converted, and checked by the caller.
+
+    >>> as_mask(pa.array([True, None, False])).tolist()
+    [True, False, False]
+    """
+    if isinstance(value, (pa.Array, pa.ChunkedArray)):
+        if value.type == pa.bool_():
+            value = value.fill_null(False)
+        return np.asarray(value.to_numpy(zero_copy_only=False))
+    if str(getattr(value, "dtype", "")) == "boolean":  # pandas' nullable booleans
+        return np.asarray(value.to_numpy(dtype=bool, na_value=False))
+    if isinstance(value, (list, tuple)) and not value:
+        return np.zeros(0, dtype=bool)  # NumPy would make an empty list float64
+    return np.asarray(value)
 
 
 def as_rows(value: Any) -> Data:

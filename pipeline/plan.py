@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pyarrow as pa
 
-from .blocks import ArrayMeta, Data, Meta, TableMeta, as_rows, meta_of, num_rows, take
+from .blocks import ArrayMeta, Data, Meta, TableMeta, as_mask, as_rows, meta_of, num_rows, take
 from .chunking import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_TABLE_CHUNK_BYTES,
@@ -80,11 +79,10 @@ def apply_map(stage: Stage, data: Data) -> Data:
 
 def filter_mask(stage: Stage, data: Data) -> np.ndarray:
     """Run a filter stage and check that it returned a boolean row mask."""
-    result = stage.call(data)  # type: ignore[attr-defined]
-    if isinstance(result, (pa.Array, pa.ChunkedArray)):
-        result = result.to_numpy(zero_copy_only=False)
     mask = _as_rows(
-        result, num_rows(data), "a filter must return a boolean mask with one value per row"
+        as_mask(stage.call(data)),  # type: ignore[attr-defined]
+        num_rows(data),
+        "a filter must return a boolean mask with one value per row",
     )
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 1:
         kind = (
@@ -159,11 +157,6 @@ class PassPlan:
         """Whether the output length is known only afterwards (filters, table input)."""
         table_input = isinstance(self.input_meta, TableMeta)
         return table_input or any(stage.kind == "filter" for stage in self.stages)
-
-    @property
-    def changes_data(self) -> bool:
-        """Whether the data leaving the pass differs from the data entering it."""
-        return any(stage.changes_data for stage in self.stages)
 
     @property
     def peak_bytes(self) -> int:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike, DTypeLike
 
+from pipeline.blocks import as_mask
 from pipeline.errors import SpecError
 from pipeline.registry import did_you_mean, import_object
 from pipeline.schema import (
@@ -539,16 +540,9 @@ def _expression_mask(table: pa.Table, expression: pc.Expression) -> np.ndarray:
 
 
 def _as_mask(result: Any, num_rows: int) -> np.ndarray:
-    if isinstance(result, (pa.Array, pa.ChunkedArray)):
-        if result.type != pa.bool_():
-            raise TypeError(f"filter_rows: func returned {result.type} values, not booleans")
-        result = pc.fill_null(result, False).to_numpy(zero_copy_only=False)
-    elif str(getattr(result, "dtype", "")) == "boolean":
-        # pandas' nullable booleans: NA counts as False, like a null.
-        result = result.to_numpy(dtype=bool, na_value=False)
-    elif isinstance(result, (list, tuple)) and not result:
-        result = np.zeros(0, dtype=bool)  # NumPy would make an empty list float64
-    mask = np.asarray(result)
+    if isinstance(result, (pa.Array, pa.ChunkedArray)) and result.type != pa.bool_():
+        raise TypeError(f"filter_rows: func returned {result.type} values, not booleans")
+    mask = as_mask(result)
     if mask.dtype != np.bool_ or mask.shape != (num_rows,):
         raise TypeError(
             f"filter_rows: func must return a boolean mask with one value per row "

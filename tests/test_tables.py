@@ -1095,3 +1095,14 @@ def test_cli_explain_of_a_table_spec(
     assert f"derive           map     -> {derived}" in text
     assert "positive_e       filter  ->" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_a_filter_may_return_an_arrow_mask_with_nulls(tmp_path: Path) -> None:
+    # A null comparison is unknown: the row is dropped, as a pushed-down filter drops it.
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(pa.table({"a": [1.0, None, -2.0, 3.0]}), path, row_group_size=2)
+    for n_jobs in (1, 2):
+        result = Pipeline(
+            str(path), [Filter(lambda t: pc.greater(t["a"], 0), name="positive")], n_jobs=n_jobs
+        ).run(progress=False)
+        assert result.output.to_pydict() == {"a": [1.0, 3.0]}
