@@ -16,23 +16,40 @@ from __future__ import annotations
 from .chunking import Chunk, ChunkSpec, parse_bytes, plan_chunks
 from .datasets import TableSource
 from .errors import ChunklineError, SinkError, SourceError, SpecError, SpecIssue, StageError
+from .fitting import Applied, Feed, Sample, TrainingChunk
 from .parquet import ParquetOptions
 from .pipeline import Pipeline, RunResult, load_spec
 from .plan import PassPlan, Plan
-from .report import PassReport, RunReport, StageReport
+from .report import FitReport, PassReport, RunReport, StageReport
 from .sinks import Sink
 from .sources import ArraySource
-from .stage import CallableReduction, Filter, Map, Reduce, Reduction, Stage
+from .stage import (
+    CallableReduction,
+    Filter,
+    Fit,
+    FitSchedule,
+    Fitted,
+    Map,
+    Reduce,
+    Reduction,
+    Stage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Applied",
     "ArraySource",
     "CallableReduction",
     "Chunk",
     "ChunkSpec",
     "ChunklineError",
+    "Feed",
     "Filter",
+    "Fit",
+    "FitReport",
+    "FitSchedule",
+    "Fitted",
     "Map",
     "ParquetOptions",
     "PassPlan",
@@ -43,6 +60,7 @@ __all__ = [
     "Reduction",
     "RunReport",
     "RunResult",
+    "Sample",
     "Sink",
     "SinkError",
     "SourceError",
@@ -52,6 +70,7 @@ __all__ = [
     "StageError",
     "StageReport",
     "TableSource",
+    "TrainingChunk",
     "__version__",
     "load_spec",
     "parse_bytes",

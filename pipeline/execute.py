@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import joblib
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,21 +31,31 @@ from .blocks import ArrayMeta, TableMeta
 from .chunking import Chunk, plan_chunks
 from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
+from .fitting import Applied, Feed, FitRun, TrainingRows
 from .parquet import ParquetOptions, ParquetTarget
-from .plan import PassPlan, Plan
+from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass, sample_of
 from .progress import progress_bar
-from .report import PassReport, RunReport, StageReport
+from .report import FitReport, PassReport, RunReport, StageReport
 from .sinks import (
     Sink,
     allocate_npy,
     assemble_parts,
     atomic_write_json,
+    read_parts,
     reductions_as_json,
     temporary_sibling,
 )
 from .sources import ArrayRef, OpenedSource, read_npy_ref
 from .stage import Stage
-from .worker import ChunkOutcome, PassTask, Writes, combine_states, run_chunk
+from .worker import (
+    ChunkOutcome,
+    PassTask,
+    Writes,
+    chunk_location,
+    combine_states,
+    run_chunk,
+    stateful,
+)
 from .workspace import Workspace
 
 __all__ = ["MIN_TASK_BYTES", "RunOutput", "execute_plan"]
@@ -62,6 +74,8 @@ class RunOutput:
     x: np.ndarray | pa.Table | None = None
     y: np.ndarray | None = None
     reductions: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    trials: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
     report: RunReport | None = None
 
 
@@ -81,6 +95,7 @@ class _Commit:
 
     moves: list[tuple[str, str]] = field(default_factory=list)  # (temporary, final)
     parquet: ParquetTarget | None = None
+    folders: list[str] = field(default_factory=list)  # made for outputs; removed if empty
 
     def abort(self) -> None:
         for temporary, _ in self.moves:
@@ -88,6 +103,22 @@ class _Commit:
                 os.remove(temporary)
         if self.parquet is not None:
             self.parquet.abort()
+        for folder in reversed(self.folders):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if the run left it empty
+
+    def make_folder(self, path: str, what: str) -> None:
+        """Create ``path`` (and its parents) for an output, remembering what was new."""
+        missing = []
+        folder = os.path.abspath(path)
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create the folder for {what} at {path}: {exc}") from exc
+        self.folders.extend(reversed(missing))
 
     def commit(self, schema: pa.Schema | None) -> None:
         for temporary, final in self.moves:
@@ -96,6 +127,7 @@ class _Commit:
             except OSError as exc:
                 raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
         self.moves.clear()
+        self.folders.clear()
         if self.parquet is not None:
             assert schema is not None
             self.parquet.commit(schema)
@@ -131,8 +163,8 @@ def _prepare_outputs(
         return _Outputs(
             "parquet", workspace.folder(f"pass{p.index}-parquet"), parquet=ParquetOptions()
         )
-    y_ref = src.y if isinstance(src, OpenedSource) else None
-    want_y = y_ref is not None and (p.output != "sink" or sink.y is not None)
+    y_meta = p.y_meta if isinstance(p.y_meta, ArrayMeta) else None
+    want_y = y_meta is not None and (p.output != "sink" or sink.y is not None)
     if p.ragged:
         return _Outputs(
             "parts",
@@ -146,9 +178,11 @@ def _prepare_outputs(
         np.dtype(p.output_meta.dtype),
         (src.x.n_rows, *p.output_meta.tail),
     )
-    if want_y and y_ref is not None:
+    if want_y and y_meta is not None:
         outputs.y = allocate_npy(
-            _npy_destination(p, sink.y, "y", workspace, commit), np.dtype(y_ref.dtype), y_ref.shape
+            _npy_destination(p, sink.y, "y", workspace, commit),
+            np.dtype(y_meta.dtype),
+            (src.x.n_rows, *y_meta.tail),
         )
     return outputs
 
@@ -181,13 +215,13 @@ def _joined(
             p.output_meta.tail,
         )
         y = None
-        if outputs.y is not None and isinstance(src, OpenedSource) and src.y is not None:
+        if outputs.y is not None and isinstance(p.y_meta, ArrayMeta):
             y = assemble_parts(
                 str(outputs.y),
                 blocks,
                 _npy_destination(p, sink.y, "y", workspace, commit),
-                np.dtype(src.y.dtype),
-                src.y.shape[1:],
+                np.dtype(p.y_meta.dtype),
+                p.y_meta.tail,
             )
         return OpenedSource(x, y)
     assert isinstance(outputs.x, ArrayRef)
@@ -210,7 +244,7 @@ def _batch_size(p: PassPlan) -> int:
     worker idle for up to a batch at the end of a pass; one chunk per task
     keeps the tail to one chunk.
     """
-    chunk_bytes = max(1, p.chunk_rows * p.input_meta.row_nbytes)
+    chunk_bytes = max(1, p.chunk_rows * p.row_nbytes)
     return max(1, -(-MIN_TASK_BYTES // chunk_bytes))
 
 
@@ -223,7 +257,7 @@ def _chunks_of(src: Input, p: PassPlan, overlap: int) -> tuple[Chunk, ...] | tup
 def _run_pass(
     p: PassPlan, task: PassTask, chunks: tuple[Any, ...], show_progress: bool
 ) -> Iterator[ChunkOutcome]:
-    row_nbytes = p.input_meta.row_nbytes
+    row_nbytes = p.row_nbytes
     total_bytes = sum(c.rows or 0 for c in chunks) * row_nbytes
     with ExitStack() as stack:
         stack.enter_context(p.parallel.activate())
@@ -236,12 +270,16 @@ def _run_pass(
             yield outcome
 
 
-def _empty_states(p: PassPlan) -> list[Any]:
-    """Reduction states of no rows at all (a source with no chunks)."""
+def _empty_states(p: PassPlan, src: Input) -> list[Any]:
+    """Per-chunk states of no rows at all (a source with no chunks)."""
+    y = src.y.read(0, 0) if isinstance(src, OpenedSource) and src.y is not None else None
     states = []
     for stage, meta in zip(p.stages, (p.input_meta, *p.stage_metas), strict=False):
+        assert meta is not None
         if stage.kind == "reduce":
             states.append(stage.reduction.chunk(meta.empty()))  # type: ignore[attr-defined]
+        elif isinstance(stage, Feed) and stage.reduction is not None:
+            states.append(stage.observe(meta.empty(), y, 0, 0)[0])
     return states
 
 
@@ -251,6 +289,198 @@ def _load_in_memory(src: Input) -> tuple[np.ndarray | pa.Table, np.ndarray | Non
             [pq.read_table(path) for path in src.files], promote_options="default"
         ), None
     return np.load(src.x.path), None if src.y is None else np.load(src.y.path)
+
+
+@dataclass
+class _Run:
+    """The state of a run between passes: inputs, outputs, fitted models, results."""
+
+    plan: Plan
+    sink: Sink
+    workspace: Workspace
+    commit: _Commit
+    overlap: int
+    show_progress: bool
+    import_paths: tuple[str, ...]
+    result: RunOutput = field(default_factory=RunOutput)
+    passes: list[PassPlan] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)
+    outputs: list[Input] = field(default_factory=list)
+    models: dict[str, Applied] = field(default_factory=dict)
+    pass_reports: list[PassReport] = field(default_factory=list)
+    fit_reports: list[FitReport] = field(default_factory=list)
+
+    def run_pass(self, planned: PassPlan, src: Input) -> None:
+        after = self.passes[-1] if self.passes else None
+        current = src if after is None else self._input_after(after)
+        p = planned
+        if any(prior.fit is not None for prior in self.passes) or not planned.known:
+            # Passes after a fit are probed again, with the fitted models.
+            table = current if isinstance(current, TableRef) else None
+            n_rows = current.n_rows if table is not None else current.x.n_rows  # type: ignore[union-attr]
+            p, _ = realize_pass(
+                self.plan,
+                planned,
+                sample_of(current),
+                after=after,
+                n_rows=n_rows,
+                table=table,
+                models=self.models,
+            )
+        started = time.perf_counter()
+        chunks = _chunks_of(current, p, self.overlap)
+        outputs = _prepare_outputs(p, current, self.sink, self.workspace, self.commit)
+        task = PassTask(
+            source=current,
+            chunk_rows=p.chunk_rows,
+            stages=p.stages,
+            output_meta=p.output_meta,  # type: ignore[arg-type]
+            writes=outputs.writes,
+            x_target=outputs.x,
+            y_target=outputs.y,
+            parquet=outputs.parquet,
+            keep_freed_memory=p.parallel.owns_worker_processes,
+            import_paths=self.import_paths,
+        )
+        fit = None
+        if p.fit is not None:
+            schedule = p.fit.schedule()
+            assert schedule is not None
+            fit = FitRun(
+                p.fit,
+                schedule,
+                p.parallel,
+                describe_rows=lambda k: chunk_location(current, chunks[k]),
+            )
+        acc: list[Any] | None = None
+        blocks: list[tuple[int, int, int]] = []
+        rows_in = rows_out = peak_rss = 0
+        stage_seconds = [0.0] * len(p.stages)
+        for outcome in _run_pass(p, task, chunks, self.show_progress):
+            acc = (
+                list(outcome.states)
+                if acc is None
+                else combine_states(p.stages, acc, outcome.states, outcome.index)
+            )
+            blocks.extend((outcome.index, b, rows) for b, rows in enumerate(outcome.parts))
+            rows_in += outcome.rows_in
+            rows_out += outcome.rows_out
+            stage_seconds = [a + b for a, b in zip(stage_seconds, outcome.seconds, strict=True)]
+            peak_rss = max(peak_rss, outcome.peak_rss)
+            if fit is not None and fit.streams:
+                fit.consume(outcome.index, *_training_chunk(current, outputs, chunks, outcome))
+        states = acc if acc is not None else _empty_states(p, current)
+        feed_state = None
+        for stage, state in zip(stateful(p.stages), states, strict=True):
+            if isinstance(stage, Feed):
+                feed_state = state
+            else:
+                self.result.reductions[stage.name] = _finalize(stage, state)
+        joined = current
+        if outputs.writes != "none":
+            joined = _joined(p, outputs, blocks, current, self.sink, self.workspace, self.commit)
+        if fit is not None:
+            training = (
+                _training_rows(current, joined, outputs, chunks, blocks) if fit.needs_rows else None
+            )
+            self._fitted(p, fit, fit.finish(feed_state, training), len(chunks))
+        self.passes.append(p)
+        self.inputs.append(current)
+        self.outputs.append(joined)
+        self.pass_reports.append(
+            PassReport(
+                index=p.index,
+                parallel=p.parallel.describe(),
+                chunks=len(chunks),
+                rows_in=rows_in,
+                rows_out=rows_out,
+                bytes_in=rows_in * p.row_nbytes,
+                seconds=time.perf_counter() - started,
+                worker_peak_rss=peak_rss,
+                stages=tuple(
+                    StageReport(name=s.name, kind=s.role, seconds=t)
+                    for s, t in zip(p.stages, stage_seconds, strict=True)
+                ),
+            )
+        )
+
+    def _input_after(self, after: PassPlan) -> Input:
+        """What the pass after ``after`` reads: its output, or the input it read."""
+        return self.outputs[-1] if reads_output_of(after) else self.inputs[-1]
+
+    def _fitted(self, p: PassPlan, run: FitRun, fitted: Any, n_chunks: int) -> None:
+        """Keep a fitted model: for later passes, for the result and the sink's folder."""
+        stage = p.fit
+        assert stage is not None
+        # Worker processes load the model from this file, once each, rather
+        # than receiving it with every task.
+        path = self.workspace.path(f"model-{p.index}-{stage.name}.joblib")
+        joblib.dump(fitted.model, path)
+        self.models[stage.name] = applied_model(stage, fitted.model, path)
+        self.result.models[stage.name] = fitted.model
+        if fitted.trials is not None:
+            self.result.trials[stage.name] = fitted.trials
+        if self.sink.models is not None:
+            self.commit.make_folder(self.sink.models, "sink.models")
+            try:
+                self.commit.moves.extend(stage.save_model(fitted, self.sink.models))
+            except OSError as exc:
+                raise SinkError(
+                    f"sink.models: cannot write the model of stage {stage.name!r} into "
+                    f"{self.sink.models}: {exc}"
+                ) from exc
+        schedule = run.schedule
+        self.fit_reports.append(
+            FitReport(
+                name=stage.name,
+                strategy=schedule.strategy,
+                seconds=run.seconds,
+                chunks=n_chunks,
+                epochs=schedule.epochs if schedule.strategy == "partial_fit" else 1,
+                detail=fitted.detail,
+            )
+        )
+
+
+def _training_chunk(
+    src: Input, outputs: _Outputs, chunks: tuple[Any, ...], outcome: ChunkOutcome
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The training rows a feed produced for one chunk, read back as soon as it is done."""
+    if outputs.writes == "parts":
+        return read_parts(str(outputs.x), outcome.index, outcome.parts), (
+            None if outputs.y is None else read_parts(str(outputs.y), outcome.index, outcome.parts)
+        )
+    chunk = chunks[outcome.index]
+    if outputs.writes == "rows":
+        x, y = outputs.x, outputs.y
+    else:  # the feed's rows are the pass's input rows
+        assert isinstance(src, OpenedSource)
+        x, y = src.x, src.y
+    assert isinstance(x, ArrayRef)
+    return x.read(chunk.start, chunk.stop), (
+        y.read(chunk.start, chunk.stop) if isinstance(y, ArrayRef) else None
+    )
+
+
+def _training_rows(
+    src: Input,
+    joined: Input,
+    outputs: _Outputs,
+    chunks: tuple[Any, ...],
+    blocks: list[tuple[int, int, int]],
+) -> TrainingRows:
+    """Where every chunk's training rows are once the pass is done."""
+    rows_of: dict[int, int] = {}
+    if outputs.writes == "parts":
+        for chunk, _, rows in blocks:
+            rows_of[chunk] = rows_of.get(chunk, 0) + rows
+        bounds = np.cumsum([0] + [rows_of.get(c.index, 0) for c in chunks]).tolist()
+        spans = tuple(itertools.pairwise(bounds))
+    else:
+        spans = tuple((c.start, c.stop) for c in chunks)
+    data = joined if outputs.writes != "none" else src
+    assert isinstance(data, OpenedSource)
+    return TrainingRows(data.x, data.y, spans)
 
 
 def execute_plan(
@@ -266,66 +496,14 @@ def execute_plan(
     """Run every pass of ``plan``; commit the sink's files only if all succeed."""
     sink.check_writable()
     started = time.perf_counter()
-    result = RunOutput()
-    pass_reports = []
     commit = _Commit()
-    current = src
+    run = _Run(plan, sink, workspace, commit, overlap, show_progress, import_paths)
+    result = run.result
     try:
-        for p in plan.passes:
-            pass_started = time.perf_counter()
-            chunks = _chunks_of(current, p, overlap)
-            outputs = _prepare_outputs(p, current, sink, workspace, commit)
-            task = PassTask(
-                source=current,
-                chunk_rows=p.chunk_rows,
-                stages=p.stages,
-                output_meta=p.output_meta,
-                writes=outputs.writes,
-                x_target=outputs.x,
-                y_target=outputs.y,
-                parquet=outputs.parquet,
-                keep_freed_memory=p.parallel.owns_worker_processes,
-                import_paths=import_paths,
-            )
-            acc: list[Any] | None = None
-            blocks: list[tuple[int, int, int]] = []
-            rows_in = rows_out = peak_rss = 0
-            stage_seconds = [0.0] * len(p.stages)
-            for outcome in _run_pass(p, task, chunks, show_progress):
-                acc = (
-                    list(outcome.states)
-                    if acc is None
-                    else combine_states(p.stages, acc, outcome.states, outcome.index)
-                )
-                blocks.extend((outcome.index, b, rows) for b, rows in enumerate(outcome.parts))
-                rows_in += outcome.rows_in
-                rows_out += outcome.rows_out
-                stage_seconds = [a + b for a, b in zip(stage_seconds, outcome.seconds, strict=True)]
-                peak_rss = max(peak_rss, outcome.peak_rss)
-            reducers = [s for s in p.stages if s.kind == "reduce"]
-            for stage, state in zip(
-                reducers, acc if acc is not None else _empty_states(p), strict=True
-            ):
-                result.reductions[stage.name] = _finalize(stage, state)
-            if outputs.writes != "none":
-                current = _joined(p, outputs, blocks, current, sink, workspace, commit)
-            pass_reports.append(
-                PassReport(
-                    index=p.index,
-                    parallel=p.parallel.describe(),
-                    chunks=len(chunks),
-                    rows_in=rows_in,
-                    rows_out=rows_out,
-                    bytes_in=rows_in * p.input_meta.row_nbytes,
-                    seconds=time.perf_counter() - pass_started,
-                    worker_peak_rss=peak_rss,
-                    stages=tuple(
-                        StageReport(name=s.name, kind=s.kind, seconds=t)
-                        for s, t in zip(p.stages, stage_seconds, strict=True)
-                    ),
-                )
-            )
-        last = plan.passes[-1] if plan.passes else None
+        for planned in plan.passes:
+            run.run_pass(planned, src)
+        last = run.passes[-1] if run.passes else None
+        current = run.outputs[-1] if run.outputs else src
         if last is not None and last.output == "memory":
             result.x, result.y = _load_in_memory(current)
         if sink.reductions is not None:
@@ -343,7 +521,10 @@ def execute_plan(
     finally:
         commit.abort()
     result.report = RunReport(
-        name=plan.name, seconds=time.perf_counter() - started, passes=tuple(pass_reports)
+        name=plan.name,
+        seconds=time.perf_counter() - started,
+        passes=tuple(run.pass_reports),
+        fits=tuple(run.fit_reports),
     )
     return result
 

@@ -6,17 +6,27 @@ never leaves the worker. Each group of fused stages is a *pass*: one
 ``joblib.Parallel`` call over chunk descriptors. A pass that hands data to a
 later pass materializes it in the workspace.
 
+A fit (see :class:`~pipeline.stage.Fit`) is a *barrier*: its pass ends with
+the fit's :class:`~pipeline.fitting.Feed`, the parent fits the model, and the
+next pass starts by applying it. That pass needs the fit's input rows again:
+it reads them from the workspace when the fit pass wrote them anyway (a
+``partial_fit`` or ``full`` fit of array rows), and otherwise recomputes them
+from the fit pass's own input, re-running the stages before the fit (but
+not the taps, which have already seen every row). ``explain`` says which.
+
 Before any data is processed, every stage is run on the first few rows (a
 *probe*), which tells the output dtype and row shape after each stage, so the
 output can be preallocated and a stage that does not fit its input fails
-early, with its name.
+early, with its name. What comes after an estimator that is not fitted yet
+cannot be probed before it is: those passes are probed again, with the
+fitted model, just before they run (:func:`realize_pass`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -31,10 +41,12 @@ from .chunking import (
 )
 from .datasets import TableRef
 from .errors import SpecError, StageError
+from .fitting import Applied, Feed, Sample
 from .parallel import ParallelSettings, resolve_parallel
 from .schema import check_columns
+from .sinks import Sink
 from .sources import OpenedSource
-from .stage import Stage
+from .stage import Fit, Stage, StageKind
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -42,11 +54,16 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrayMeta",
     "PassPlan",
+    "PendingApply",
     "Plan",
+    "applied_model",
     "apply_map",
     "build_plan",
     "filter_mask",
     "probe_stages",
+    "reads_output_of",
+    "realize_pass",
+    "sample_of",
 ]
 
 #: Rows the probe runs every stage on.
@@ -56,6 +73,7 @@ PROBE_ROWS = 16
 _WORKER_BASE_BYTES = 60 * 2**20
 
 Output = Literal["sink", "memory", "workspace", "none"]
+Input = OpenedSource | TableRef
 
 
 def _as_rows(value: object, rows: int, what: str) -> Data:
@@ -96,8 +114,34 @@ def filter_mask(stage: Stage, data: Data) -> np.ndarray:
     return mask
 
 
-def probe_stages(stages: Sequence[Stage], sample: Data) -> tuple[Meta, tuple[Meta, ...]]:
-    """Run the stages on ``sample`` rows; return the input meta and the meta after each.
+@dataclass(frozen=True)
+class PendingApply(Stage):
+    """Where a fit's model will be applied, in a plan made before it is fitted."""
+
+    kind: ClassVar[StageKind] = "map"
+
+    fit: Fit
+
+    @property
+    def role(self) -> str:
+        return "apply"
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A few rows (and their ``y``) as they look at some point of the pipeline."""
+
+    data: Data
+    y: Any = None
+
+
+def probe_stages(
+    stages: Sequence[Stage], sample: Data, y: Any = None
+) -> tuple[Meta, tuple[Meta | None, ...], _Probe | None]:
+    """Run the stages on ``sample`` rows; the input meta, the meta after each, the rows.
+
+    After a :class:`PendingApply` (a model not fitted yet) nothing more is
+    known: its meta and every later one are ``None``, as are the rows.
 
     Raises
     ------
@@ -107,14 +151,25 @@ def probe_stages(stages: Sequence[Stage], sample: Data) -> tuple[Meta, tuple[Met
         When a stage finds its parameters do not fit the data (e.g. a column
         that does not exist): reported as a mistake in the spec.
     """
-    data = sample
-    metas = []
+    data: Data | None = sample
+    metas: list[Meta | None] = []
     for stage in stages:
+        if data is None or isinstance(stage, PendingApply):
+            data = None
+            metas.append(None)
+            continue
         try:
             if stage.kind == "map":
                 data = apply_map(stage, data)
             elif stage.kind == "filter":
-                data = take(data, filter_mask(stage, data))
+                mask = filter_mask(stage, data)
+                data = take(data, mask)
+                y = None if y is None else y[mask]
+            elif stage.kind == "feed":
+                assert isinstance(stage, Feed)
+                _, X, y_train = stage.observe(data, y, 0, 0)
+                if stage.writes:
+                    data, y = as_rows(X), y_train
             else:
                 stage.reduction.chunk(data)  # type: ignore[attr-defined]
         except SpecError as exc:
@@ -128,7 +183,7 @@ def probe_stages(stages: Sequence[Stage], sample: Data) -> tuple[Meta, tuple[Met
                 f"{_sample_description(sample)})",
             ) from exc
         metas.append(meta_of(data))
-    return meta_of(sample), tuple(metas)
+    return meta_of(sample), tuple(metas), None if data is None else _Probe(data, y)
 
 
 def _sample_description(sample: Data) -> str:
@@ -139,18 +194,33 @@ def _sample_description(sample: Data) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class PassPlan:
-    """One pass: fused stages, how they run, and where their output goes."""
+    """One pass: fused stages, how they run, and where their output goes.
+
+    Metas are ``None`` where they depend on a model not fitted yet; such a
+    pass is probed again with the model before it runs (:func:`realize_pass`).
+    """
 
     index: int
     stages: tuple[Stage, ...]
     parallel: ParallelSettings
-    input_meta: Meta
-    output_meta: Meta
-    stage_metas: tuple[Meta, ...]
+    input_meta: Meta | None
+    output_meta: Meta | None
+    stage_metas: tuple[Meta | None, ...]
     output: Output
     n_rows: int | None
     chunk_rows: int
     n_chunks: int | None
+    #: The fit whose Feed ends this pass (its model is fitted after the pass).
+    fit: Fit | None = None
+    #: Leading stages that recompute the previous fit pass's rows (not taps).
+    replayed: int = 0
+    #: What ``y`` looks like after the pass (``None``: no y).
+    y_meta: Meta | None = None
+    #: The pass before: -1 for the source. ``reads_output``: this pass reads that
+    #: pass's output; otherwise, that pass's own input (it wrote no rows, or
+    #: wrote training rows this pass cannot use).
+    after: int = -1
+    reads_output: bool = False
 
     @property
     def ragged(self) -> bool:
@@ -159,9 +229,32 @@ class PassPlan:
         return table_input or any(stage.kind == "filter" for stage in self.stages)
 
     @property
+    def row_nbytes(self) -> int:
+        """Bytes in one input row (the pass must be probed)."""
+        assert self.input_meta is not None, "the pass has not been probed"
+        return self.input_meta.row_nbytes
+
+    @property
+    def known(self) -> bool:
+        """Whether every meta is known (no model this pass needs is still unfitted)."""
+        return self.output_meta is not None
+
+    @property
+    def writes_fit_input(self) -> bool:
+        """Whether the pass wrote exactly the rows its fit saw (array rows, kept).
+
+        Then the next pass applies the model to those rows instead of
+        recomputing them.
+        """
+        feed = self.stages[-1] if self.fit is not None and self.stages else None
+        before = self.stage_metas[-2] if len(self.stages) > 1 else self.input_meta
+        return isinstance(feed, Feed) and feed.writes and isinstance(before, ArrayMeta)
+
+    @property
     def peak_bytes(self) -> int:
         """Estimated peak anonymous memory of the pass (all workers)."""
-        row = max(self.input_meta.row_nbytes, self.output_meta.row_nbytes, 1)
+        metas = [m for m in (self.input_meta, self.output_meta) if m is not None]
+        row = max([m.row_nbytes for m in metas] + [1])
         per_worker = WORKING_SET_FACTOR * self.chunk_rows * row + _WORKER_BASE_BYTES
         return self.parallel.n_workers * per_worker
 
@@ -178,6 +271,11 @@ class Plan:
     has_y: bool
     table: bool
     passes: tuple[PassPlan, ...]
+    #: What the executor needs to probe again a pass after a fit.
+    sink_spec: Sink = field(default_factory=Sink, repr=False, compare=False)
+    settings: Callable[[Stage | None], tuple[int | None, str | None]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def peak_bytes(self) -> int:
@@ -188,44 +286,99 @@ class Plan:
         """The data's shape or schema at the source and after each stage."""
         if not self.passes:
             return ""
-        lines = [f"  source{'':<10} {self.passes[0].input_meta.describe()}"]
+        first = self.passes[0].input_meta
+        lines = [f"  source{'':<10} {_describe_meta(first, None)}"]
         for p in self.passes:
-            for stage, meta in zip(p.stages, p.stage_metas, strict=True):
-                lines.append(f"  {stage.name:<16} {meta.describe()}")
+            for stage, meta in list(zip(p.stages, p.stage_metas, strict=True))[p.replayed :]:
+                lines.append(f"  {_label(stage):<16} {_describe_meta(meta, p)}")
         return "\n".join(lines)
 
     def explain(self) -> str:
-        """The plan as text: passes, fused stages, chunks, files, memory."""
+        """The plan as text: passes, fused stages, fits, chunks, files, memory."""
         lines = [f"pipeline {self.name!r}", f"source: {self.source}"]
         if self.passes:
-            lines.append(f"  rows: {self.passes[0].input_meta.describe()}")
+            lines.append(f"  rows: {_describe_meta(self.passes[0].input_meta, None)}")
         lines.append(f"sink: {self.sink}")
         lines.append(f"chunks: {self.chunks.describe()}")
         for p in self.passes:
             lines.append(f"pass {p.index + 1} of {len(self.passes)}: {p.parallel.describe()}")
-            size = _human(p.chunk_rows * p.input_meta.row_nbytes)
-            if p.n_chunks is None:
-                lines.append(
-                    f"  chunks: up to {p.chunk_rows} rows ({size}) each "
-                    f"(input length known after pass {p.index})"
-                )
-            else:
-                total = "an unknown number of" if p.n_rows is None else str(p.n_rows)
-                where = " (whole row groups, read by the workers)" if self.table else ""
-                lines.append(
-                    f"  chunks: {p.n_chunks} of up to {p.chunk_rows} rows ({size} each) "
-                    f"over {total} rows{where}"
-                    + (f", halo {self.overlap} rows" if self.overlap else "")
-                )
+            lines.append(f"  input: {_describe_input(p, self.passes)}")
+            lines.append(f"  chunks: {self._describe_chunks(p)}")
             lines.append("  fused stages (one task per chunk):")
-            for stage, meta in zip(p.stages, p.stage_metas, strict=True):
-                lines.append(f"    {stage.name:<16} {stage.kind:<7} -> {meta.describe()}")
+            for i, (stage, meta) in enumerate(zip(p.stages, p.stage_metas, strict=True)):
+                again = " (recomputed)" if i < p.replayed else ""
+                lines.append(
+                    f"    {stage.name:<16} {stage.role:<7} -> {_describe_meta(meta, p)}{again}"
+                )
             lines.append(f"  output: {_describe_output(p, self.sink, self.has_y)}")
             lines.append(f"  estimated peak memory: {_human(p.peak_bytes)}")
+            if p.fit is not None:
+                lines.append(f"  then fit {p.fit.describe_fit()}")
         return "\n".join(lines)
+
+    def _describe_chunks(self, p: PassPlan) -> str:
+        if p.input_meta is None:
+            return "sized when the pass starts (its input depends on a fitted model)"
+        size = _human(p.chunk_rows * p.input_meta.row_nbytes)
+        if p.n_chunks is None:
+            return (
+                f"up to {p.chunk_rows} rows ({size}) each (input length known after pass {p.index})"
+            )
+        total = "an unknown number of" if p.n_rows is None else str(p.n_rows)
+        where = (
+            " (whole row groups, read by the workers)"
+            if isinstance(p.input_meta, TableMeta) and p.after == -1
+            else ""
+        )
+        return (
+            f"{p.n_chunks} of up to {p.chunk_rows} rows ({size} each) over {total} rows{where}"
+            + (f", halo {self.overlap} rows" if self.overlap else "")
+        )
+
+
+def _label(stage: Stage) -> str:
+    return (
+        stage.name if stage.role in ("map", "filter", "reduce") else f"{stage.name} ({stage.role})"
+    )
+
+
+def _describe_meta(meta: Meta | None, p: PassPlan | None) -> str:
+    if meta is not None:
+        return meta.describe()
+    pending = next((s.fit.name for s in (p.stages if p else ()) if isinstance(s, PendingApply)), "")
+    return f"known once {pending!r} is fitted" if pending else "known once the models are fitted"
+
+
+def _describe_input(p: PassPlan, passes: Sequence[PassPlan]) -> str:
+    if p.after == -1:
+        return "the source"
+    before = passes[p.after]
+    if p.reads_output:
+        if before.fit is not None:
+            return (
+                f"the rows pass {before.index + 1} wrote for {before.fit.name!r} (not recomputed)"
+            )
+        return f"pass {before.index + 1}'s output"
+    source = _describe_input(before, passes)
+    if p.replayed:
+        names = ", ".join(repr(s.name) for s in p.stages[: p.replayed])
+        return f"{source}, as pass {before.index + 1} read it; recomputes {names}"
+    return f"{source}, as pass {before.index + 1} read it"
 
 
 def _describe_output(p: PassPlan, sink: str, has_y: bool) -> str:
+    if p.output_meta is None:
+        return {
+            "sink": "the sink, as for the first pass's output kind",
+            "memory": "returned in memory",
+            "workspace": "workspace files for the next pass",
+        }.get(p.output, "none (reductions only)") + " (layout known once the model is fitted)"
+    if p.fit is not None and p.output == "workspace":
+        return (
+            f"the training rows of {p.fit.name!r} (X{' and y' if p.y_meta else ''}) go to "
+            "workspace files, read back by the fit"
+            + (" and by the next pass" if p.writes_fit_input else "")
+        )
     if isinstance(p.output_meta, TableMeta):
         where = {
             "sink": "into a staging folder beside the target, moved into place when every "
@@ -234,21 +387,21 @@ def _describe_output(p: PassPlan, sink: str, has_y: bool) -> str:
             "workspace": "in the workspace, read by the next pass",
         }.get(p.output)
         if where is None:
-            return "none (reductions only)"
+            return "none (" + ("fit statistics" if p.fit else "reductions") + " only)"
         return f"each chunk writes its own Parquet part file(s), {where}"
     how = (
         "each chunk writes a part file; parts are joined in chunk order"
         if p.ragged
         else "preallocated .npy, each chunk writes its rows in place"
     )
-    y = " (and y)" if has_y else ""
+    y = " (and y)" if has_y and p.y_meta is not None else ""
     if p.output == "sink":
         return f"sink{y}: {how}; written under temporary names, renamed on success"
     if p.output == "memory":
         return f"returned in memory{y}: {how} in the workspace, then loaded"
     if p.output == "workspace":
         return f"workspace file{y} for the next pass: {how}"
-    return "none (reductions only)"
+    return "none (" + ("fit statistics" if p.fit else "reductions") + " only)"
 
 
 def _human(nbytes: int) -> str:
@@ -259,19 +412,20 @@ def _human(nbytes: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _probe_sample(opened: OpenedSource | TableRef) -> Data:
-    """Rows to probe the stages on: the first few of an array; an empty table.
+def sample_of(opened: Input) -> _Probe:
+    """Rows to probe the stages on: the first few of an array (and y); an empty table.
 
     Tables are probed on no rows at all: the parent never reads table data.
     """
     if isinstance(opened, TableRef):
-        return opened.empty()
-    return np.asarray(opened.x.read(0, min(opened.x.n_rows, PROBE_ROWS)))
+        return _Probe(opened.empty())
+    rows = min(opened.x.n_rows, PROBE_ROWS)
+    y = None if opened.y is None else np.asarray(opened.y.read(0, rows))
+    return _Probe(np.asarray(opened.x.read(0, rows)), y)
 
 
-def _check_sink_fits(pipeline: Pipeline, meta: Meta) -> None:
+def _check_sink_fits(sink: Sink, meta: Meta) -> None:
     """The data output must be of the kind the sink writes."""
-    sink = pipeline.sink
     if isinstance(meta, TableMeta) and sink.npy is not None:
         raise SpecError.at(
             "sink.npy",
@@ -288,98 +442,238 @@ def _check_sink_fits(pipeline: Pipeline, meta: Meta) -> None:
         )
 
 
+# ---------------------------------------------------------------- the shape of the plan
+
+
+@dataclass
+class _Shape:
+    """A pass before it is probed: its stages, and what it does for fits."""
+
+    stages: list[Stage]
+    fit: Fit | None = None
+    replayed: int = 0
+    output: Output = "none"
+
+
+def _feed_of(stage: Fit) -> Feed:
+    schedule = stage.schedule()
+    assert schedule is not None
+    reduction = stage.chunk_state()
+    if schedule.strategy == "sample":
+        reduction = Sample(schedule.sample_rows, schedule.seed)
+    return Feed(
+        stage.training_rows(),
+        name=stage.name,
+        n_jobs=stage.n_jobs,
+        backend=stage.backend,
+        reduction=reduction,
+    )
+
+
+def reads_output_of(after: PassPlan) -> bool:
+    """Whether the pass after ``after`` reads its output (else the input it read).
+
+    After a fit pass, only the rows the fit saw can be read back, and only if
+    they were written as they were (arrays); other passes hand on whatever
+    they wrote.
+    """
+    if after.fit is not None:
+        return after.writes_fit_input
+    return after.output == "workspace"
+
+
+def _shapes(pipeline: Pipeline, settings_of: Callable[[Stage], Any]) -> list[_Shape]:
+    """Cut the stages into passes: at fits, at changes of parallel settings, at halos."""
+    overlap = pipeline.chunks.overlap
+
+    def fuses_with(shape: _Shape, stage: Stage) -> bool:
+        own = [s for s in shape.stages[shape.replayed :]] or shape.stages
+        if settings_of(own[-1]) != settings_of(stage):
+            return False
+        # A windowed map after a filter needs halo rows of the *filtered* data,
+        # which only exist once the filter's output is materialized. Applying a
+        # model is row-wise: it needs no halo.
+        after_filter = any(s.kind == "filter" for s in shape.stages)
+        windowed = stage.kind == "map" and stage.role == "map"
+        return not (overlap and windowed and after_filter)
+
+    shapes: list[_Shape] = []
+    current = _Shape([])
+    for stage in pipeline.stages:
+        if isinstance(stage, Fit) and stage.schedule() is None:
+            stage = applied_model(stage, *stage.saved_model())
+        if current.stages and not fuses_with(current, stage):
+            shapes.append(current)
+            current = _Shape([])
+        if isinstance(stage, Fit):
+            current.stages.append(_feed_of(stage))
+            current.fit = stage
+            shapes.append(current)
+            # The next pass applies the model to the rows the fit saw: it
+            # recomputes them from the fit pass's input unless that pass wrote
+            # them (decided when the pass is probed, see realize_pass).
+            replay = [s for s in current.stages[:-1] if s.changes_data and s.kind != "feed"]
+            pending = PendingApply(
+                stage, name=stage.name, n_jobs=stage.n_jobs, backend=stage.backend
+            )
+            current = _Shape([*replay, pending], replayed=len(replay))
+        else:
+            current.stages.append(stage)
+    if current.stages:
+        shapes.append(current)
+    # The last stage changing data feeds the sink; a pass that only recomputes
+    # and applies a model nobody reads is dropped.
+    writes_data = pipeline.sink.has_data or (
+        pipeline.sink.in_memory and any(s.changes_data for s in pipeline.stages)
+    )
+    last = shapes[-1] if shapes else None
+    if (
+        last is not None
+        and last.fit is None
+        and not writes_data
+        and all(s.kind != "reduce" for s in last.stages)
+        and len(shapes) > 1
+    ):
+        shapes.pop()
+    if not shapes:  # no stages: one pass that copies the source to the sink
+        shapes = [_Shape([])]
+    for k, shape in enumerate(shapes):
+        if k == len(shapes) - 1:
+            shape.output = (
+                "none" if not writes_data else "sink" if pipeline.sink.has_data else "memory"
+            )
+        else:
+            shape.output = "workspace"  # decided again when probed
+    return shapes
+
+
+def applied_model(stage: Fit, model: Any, model_path: str | None) -> Applied:
+    """The map applying ``stage``'s fitted ``model`` (saved at ``model_path``)."""
+    return Applied(
+        stage.applier(model, model_path),
+        name=stage.name,
+        n_jobs=stage.n_jobs,
+        backend=stage.backend,
+    )
+
+
+# ---------------------------------------------------------------- probing a pass
+
+
+def realize_pass(
+    plan: Plan,
+    shape: PassPlan,
+    probe: _Probe,
+    *,
+    after: PassPlan | None,
+    n_rows: int | None,
+    table: TableRef | None,
+    models: Mapping[str, Applied],
+) -> tuple[PassPlan, _Probe | None]:
+    """Probe a planned pass on the rows it will read, with the models fitted so far.
+
+    ``shape`` is the pass as planned; ``probe`` holds the first rows of its
+    input (with ``y``); ``after`` is the pass before it. A pass after a fit
+    pass that wrote the fit's input rows reads those instead of recomputing
+    them; models in ``models`` replace the pending applies. Returns the pass
+    and the probe rows as they leave it (``None`` when a model is pending).
+    """
+    stages = list(shape.stages)
+    replayed = shape.replayed
+    reads_output = after is not None and reads_output_of(after)
+    if reads_output and replayed:  # the rows the fit saw are in the workspace
+        stages, replayed = stages[replayed:], 0
+    stages = [models.get(s.fit.name, s) if isinstance(s, PendingApply) else s for s in stages]
+    fit = shape.fit
+    if fit is not None:
+        # The fit reads the rows back, and they must be written, unless they
+        # are this pass's input rows as they are (arrays, nothing before the feed).
+        schedule = fit.schedule()
+        assert schedule is not None
+        needs_rows = schedule.strategy in ("partial_fit", "full")
+        untouched = isinstance(probe.data, np.ndarray) and not any(
+            s.changes_data for s in stages[:-1]
+        )
+        feed = stages[-1]
+        assert isinstance(feed, Feed)
+        stages[-1] = replace(feed, writes=needs_rows and not untouched)
+    input_meta, metas, out = probe_stages(stages, probe.data, probe.y)
+    output_meta = metas[-1] if metas else input_meta
+    output = shape.output
+    if output == "workspace" and not any(s.changes_data for s in stages):
+        output = "none"
+    if output in ("sink", "memory") and output_meta is not None:
+        _check_sink_fits(plan.sink_spec, output_meta)
+    assert plan.settings is not None
+    n_jobs, backend = plan.settings(next(iter(stages[replayed:] or stages), None))
+    table_input = isinstance(input_meta, TableMeta)
+    # pyarrow releases the GIL while it reads, computes and writes, so table
+    # passes run on threads unless told otherwise: no worker start-up,
+    # imports or pickling (a third faster on W3, see benchmarks/).
+    settings = resolve_parallel(
+        n_jobs, backend, default_backend="threading" if table_input else None
+    )
+    row_nbytes = max(
+        input_meta.row_nbytes,
+        output_meta.row_nbytes if output_meta is not None else 0,
+        table.row_nbytes if table is not None else 0,
+    )
+    chunk_rows = resolve_chunk_rows(
+        plan.chunks,
+        row_nbytes,
+        settings.n_workers,
+        DEFAULT_TABLE_CHUNK_BYTES if table_input else DEFAULT_CHUNK_BYTES,
+    )
+    n_chunks: int | None = None
+    if table is not None:
+        n_chunks = len(table.plan_chunks(chunk_rows))
+    elif n_rows is not None:
+        n_chunks = len(plan_chunks(n_rows, chunk_rows))
+    realized = PassPlan(
+        index=shape.index,
+        stages=tuple(stages),
+        parallel=settings,
+        input_meta=input_meta,
+        output_meta=output_meta,
+        stage_metas=metas,
+        output=output,
+        n_rows=n_rows,
+        chunk_rows=chunk_rows,
+        n_chunks=n_chunks,
+        fit=fit,
+        replayed=replayed,
+        y_meta=None if out is None or out.y is None else meta_of(np.asarray(out.y)),
+        after=-1 if after is None else after.index,
+        reads_output=reads_output,
+    )
+    return realized, out
+
+
 def build_plan(
     pipeline: Pipeline,
-    opened: OpenedSource | TableRef,
+    opened: Input,
     *,
     n_jobs: int | None = None,
     backend: str | None = None,
 ) -> Plan:
-    """Compile ``pipeline`` over an opened source, probing every stage first."""
-    input_meta, metas = probe_stages(pipeline.stages, _probe_sample(opened))
-    writes_data = pipeline.sink.has_data or any(s.changes_data for s in pipeline.stages)
-    if writes_data:
-        _check_sink_fits(pipeline, metas[-1] if metas else input_meta)
+    """Compile ``pipeline`` over an opened source, probing every stage it can.
+
+    Passes after a fit not done yet are probed as far as possible (see
+    :func:`realize_pass`); the executor probes them again before they run.
+    """
     default_n_jobs = n_jobs if n_jobs is not None else pipeline.n_jobs
     default_backend = backend if backend is not None else pipeline.backend
 
-    def settings_of(stage: Stage) -> tuple[int | None, str | None]:
+    def settings_of(stage: Stage | None) -> tuple[int | None, str | None]:
+        if stage is None:  # a pass without stages
+            return default_n_jobs, default_backend
         return (
             stage.n_jobs if stage.n_jobs is not None else default_n_jobs,
             stage.backend if stage.backend is not None else default_backend,
         )
 
-    def fuses_with(group: list[int], stage: Stage) -> bool:
-        if settings_of(pipeline.stages[group[-1]]) != settings_of(stage):
-            return False
-        # A windowed map after a filter needs halo rows of the *filtered* data,
-        # which only exist once the filter's output is materialized.
-        after_filter = any(pipeline.stages[i].kind == "filter" for i in group)
-        return not (pipeline.chunks.overlap and stage.kind == "map" and after_filter)
-
-    groups: list[list[int]] = []
-    for i, stage in enumerate(pipeline.stages):
-        if groups and fuses_with(groups[-1], stage):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    if not groups:  # no stages: one pass that copies the source to the sink
-        groups = [[]]
-
-    passes = []
-    meta = input_meta
-    n_rows = opened.n_rows if isinstance(opened, TableRef) else opened.x.n_rows
-    # Table row sizes come from the Parquet metadata (decoded bytes per row).
-    source_row_nbytes = opened.row_nbytes if isinstance(opened, TableRef) else 0
-    for k, group in enumerate(groups):
-        stages = tuple(pipeline.stages[i] for i in group)
-        stage_metas = tuple(metas[i] for i in group)
-        # pyarrow releases the GIL while it reads, computes and writes, so table
-        # passes run on threads unless told otherwise: no worker start-up,
-        # imports or pickling (a third faster on W3, see benchmarks/).
-        table_input = isinstance(meta, TableMeta)
-        settings = resolve_parallel(
-            *(settings_of(stages[0]) if stages else (default_n_jobs, default_backend)),
-            default_backend="threading" if table_input else None,
-        )
-        last = k == len(groups) - 1
-        changes = any(s.changes_data for s in stages)
-        output: Output
-        if last:
-            output = "none" if not writes_data else "sink" if pipeline.sink.has_data else "memory"
-        else:
-            output = "workspace" if changes else "none"
-        out_meta = stage_metas[-1] if stage_metas else meta
-        row_nbytes = max(meta.row_nbytes, out_meta.row_nbytes, source_row_nbytes if k == 0 else 0)
-        chunk_rows = resolve_chunk_rows(
-            pipeline.chunks,
-            row_nbytes,
-            settings.n_workers,
-            DEFAULT_TABLE_CHUNK_BYTES if table_input else DEFAULT_CHUNK_BYTES,
-        )
-        n_chunks: int | None = None
-        if k == 0 and isinstance(opened, TableRef):
-            n_chunks = len(opened.plan_chunks(chunk_rows))
-        elif n_rows is not None:
-            n_chunks = len(plan_chunks(n_rows, chunk_rows))
-        passes.append(
-            PassPlan(
-                index=k,
-                stages=stages,
-                parallel=settings,
-                input_meta=meta,
-                output_meta=out_meta,
-                stage_metas=stage_metas,
-                output=output,
-                n_rows=n_rows,
-                chunk_rows=chunk_rows,
-                n_chunks=n_chunks,
-            )
-        )
-        if any(s.kind == "filter" for s in stages):
-            n_rows = None
-        meta = out_meta
-    return Plan(
+    shapes = _shapes(pipeline, settings_of)
+    plan = Plan(
         name=pipeline.name,
         source=pipeline.source.describe(),
         sink=pipeline.sink.describe(),
@@ -387,5 +681,81 @@ def build_plan(
         overlap=pipeline.chunks.overlap,
         has_y=isinstance(opened, OpenedSource) and opened.y is not None,
         table=isinstance(opened, TableRef),
-        passes=tuple(passes),
+        passes=(),
+        sink_spec=pipeline.sink,
+        settings=settings_of,
+    )
+    passes: list[PassPlan] = []
+    # What each pass reads, as far as the probe can tell: rows, row count, table.
+    source_input = (
+        sample_of(opened),
+        opened.n_rows if isinstance(opened, TableRef) else opened.x.n_rows,
+        opened if isinstance(opened, TableRef) else None,
+    )
+    inputs: list[tuple[_Probe | None, int | None, TableRef | None]] = []
+    outputs: list[_Probe | None] = []
+    for k, shape in enumerate(shapes):
+        planned = _unprobed(k, shape)
+        after = passes[-1] if passes else None
+        current = source_input if after is None else _next_input(after, inputs[-1], outputs[-1])
+        inputs.append(current)
+        probe, n_rows, table = current
+        if probe is None:
+            passes.append(_unknown(planned, after, settings_of))
+            outputs.append(None)
+            continue
+        realized, out = realize_pass(
+            plan, planned, probe, after=after, n_rows=n_rows, table=table, models={}
+        )
+        passes.append(realized)
+        outputs.append(out)
+    return replace(plan, passes=tuple(passes))
+
+
+def _unprobed(k: int, shape: _Shape) -> PassPlan:
+    """A pass as shaped, before probing (its metas unknown)."""
+    return PassPlan(
+        index=k,
+        stages=tuple(shape.stages),
+        parallel=resolve_parallel(1, "sequential"),
+        input_meta=None,
+        output_meta=None,
+        stage_metas=(None,) * len(shape.stages),
+        output=shape.output,
+        n_rows=None,
+        chunk_rows=1,
+        n_chunks=None,
+        fit=shape.fit,
+        replayed=shape.replayed,
+    )
+
+
+def _next_input(
+    after: PassPlan,
+    before: tuple[_Probe | None, int | None, TableRef | None],
+    out: _Probe | None,
+) -> tuple[_Probe | None, int | None, TableRef | None]:
+    """The probe rows, row count and table the pass after ``after`` reads, at plan time.
+
+    ``before`` is what ``after`` read, ``out`` the probe rows it produced.
+    """
+    if not reads_output_of(after):
+        return before
+    if out is None:
+        return None, None, None
+    return out, None if after.ragged else after.n_rows, None
+
+
+def _unknown(
+    planned: PassPlan,
+    after: PassPlan | None,
+    settings_of: Callable[[Stage | None], tuple[int | None, str | None]],
+) -> PassPlan:
+    """A pass whose input depends on a model not fitted yet: settings only."""
+    first = planned.stages[planned.replayed] if planned.stages else None
+    return replace(
+        planned,
+        parallel=resolve_parallel(*settings_of(first)),
+        after=-1 if after is None else after.index,
+        reads_output=after is not None and reads_output_of(after),
     )

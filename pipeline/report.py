@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["PassReport", "RunReport", "StageReport"]
+__all__ = ["FitReport", "PassReport", "RunReport", "StageReport"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,12 +33,25 @@ class PassReport:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FitReport:
+    """One fit, done in the parent after its pass: how and how long."""
+
+    name: str
+    strategy: str
+    seconds: float
+    chunks: int
+    epochs: int = 1
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunReport:
     """A whole run, as printed by the CLI and written by ``--report``."""
 
     name: str
     seconds: float
     passes: tuple[PassReport, ...]
+    fits: tuple[FitReport, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
@@ -56,4 +69,11 @@ class RunReport:
             )
             for s in p.stages:
                 lines.append(f"    {s.name:<16} {s.kind:<7} {s.seconds:8.2f} s (all workers)")
+        for f in self.fits:
+            epochs = f", {f.epochs} epochs" if f.epochs > 1 else ""
+            detail = f"; {f.detail}" if f.detail else ""
+            lines.append(
+                f"  fit {f.name}: {f.strategy} over {f.chunks} chunks{epochs}, "
+                f"{f.seconds:.2f} s in the parent{detail}"
+            )
         return "\n".join(lines)

@@ -36,6 +36,7 @@ __all__ = [
     "allocate_npy",
     "assemble_parts",
     "atomic_write_json",
+    "read_parts",
     "reductions_as_json",
     "temporary_sibling",
     "to_jsonable",
@@ -92,6 +93,23 @@ def write_part(folder: str, chunk: int, block: int, rows: np.ndarray) -> None:
     """Write block ``block`` of chunk ``chunk``'s rows as a part file of ``folder``."""
     if rows.shape[0]:
         np.save(os.path.join(folder, _part_name(chunk, block)), np.ascontiguousarray(rows))
+
+
+def read_parts(folder: str, chunk: int, counts: Sequence[int]) -> np.ndarray:
+    """Chunk ``chunk``'s rows from its part files (``counts``: rows of each block).
+
+    One block is mapped, not copied; several are joined into one array.
+    """
+    blocks = [
+        np.load(os.path.join(folder, _part_name(chunk, block)), mmap_mode="r")
+        for block, rows in enumerate(counts)
+        if rows
+    ]
+    if len(blocks) == 1:
+        return blocks[0]
+    if not blocks:
+        raise SinkError(f"chunk {chunk} wrote no rows to {folder}")
+    return np.concatenate(blocks)
 
 
 def assemble_parts(
@@ -185,7 +203,8 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
 _PARQUET_OPTIONS = ("partition_by", "mode", "compression", "row_group_size", "single_file")
 
 #: Keys of a sink in a spec.
-SINK_KEYS = ("npy", "y", "parquet", *_PARQUET_OPTIONS, "reductions")
+SINK_KEYS = ("npy", "y", "parquet", *_PARQUET_OPTIONS, "reductions", "models")
+_PATHS = ("npy", "y", "parquet", "reductions", "models")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,9 +224,13 @@ class Sink:
         How the Parquet output is written (partitioning, mode, compression...).
     reductions
         Path of a JSON file receiving the results of the ``reduce`` stages.
+    models
+        Folder receiving the fitted model of every fit stage (created if
+        needed; each stage's files are named after it).
 
-    With neither ``npy`` nor ``parquet``, the data output is returned in
-    memory (when any stage changes the data).
+    With no path at all, the data output is returned in memory (when any
+    stage changes the data). With only ``reductions`` or ``models``, no data
+    output is kept.
     """
 
     npy: str | None = None
@@ -215,9 +238,10 @@ class Sink:
     parquet: str | None = None
     parquet_options: ParquetOptions = field(default_factory=ParquetOptions)
     reductions: str | None = None
+    models: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("npy", "y", "parquet", "reductions"):
+        for key in _PATHS:
             value = getattr(self, key)
             if value is None:
                 continue
@@ -230,9 +254,9 @@ class Sink:
             raise SpecError.at("", "give either npy or parquet, not both")
         if self.npy is not None and not self.npy.endswith(".npy"):
             raise SpecError.at("npy", f"expected a path ending in .npy, got {self.npy!r}")
-        paths = [p for p in (self.npy, self.y, self.parquet, self.reductions) if p is not None]
+        paths = [getattr(self, key) for key in _PATHS if getattr(self, key) is not None]
         if len(set(map(os.path.abspath, paths))) < len(paths):
-            raise SpecError.at("", "npy, y, parquet and reductions must be different paths")
+            raise SpecError.at("", "npy, y, parquet, reductions and models must be different paths")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> Sink:
@@ -248,6 +272,11 @@ class Sink:
         """Whether the data output goes to a file (rather than memory or nowhere)."""
         return self.npy is not None or self.parquet is not None
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the sink names no file at all: the output comes back in memory."""
+        return all(getattr(self, key) is None for key in _PATHS)
+
     def check_writable(self) -> None:
         """Fail before any work if an output path can never be written.
 
@@ -260,11 +289,13 @@ class Sink:
         """
         if self.parquet is not None:
             ParquetTarget(self.parquet, self.parquet_options).check()
-        for key in ("npy", "y", "parquet", "reductions"):
+        for key in _PATHS:
             path = getattr(self, key)
             if path is None:
                 continue
-            if key != "parquet" and os.path.isdir(path):
+            if key == "models" and os.path.exists(path) and not os.path.isdir(path):
+                raise SinkError(f"sink.models: {path} is a file, not a folder")
+            if key not in ("parquet", "models") and os.path.isdir(path):
                 raise SinkError(f"sink.{key}: {path} is a directory, not a file")
             for parent in Path(os.path.abspath(path)).parents:
                 if parent.exists():
@@ -276,26 +307,23 @@ class Sink:
 
     def describe(self) -> str:
         """A one-line description for ``explain``."""
-        parts = [
-            f"{k} {getattr(self, k)}"
-            for k in ("npy", "y", "parquet", "reductions")
-            if getattr(self, k)
-        ]
-        if self.parquet is not None:
-            options = self.parquet_options
-            detail = [f"mode {options.mode}", f"{options.compression} compression"]
-            if options.partition_by:
-                detail.append(f"partitioned by {', '.join(options.partition_by)}")
-            if options.single_file:
-                detail.append("merged into one file")
-            parts[-1 if self.reductions is None else -2] += f" ({', '.join(detail)})"
+        parts = []
+        for key in _PATHS:
+            if getattr(self, key):
+                parts.append(f"{key} {getattr(self, key)}")
+            if key == "parquet" and self.parquet is not None:
+                options = self.parquet_options
+                detail = [f"mode {options.mode}", f"{options.compression} compression"]
+                if options.partition_by:
+                    detail.append(f"partitioned by {', '.join(options.partition_by)}")
+                if options.single_file:
+                    detail.append("merged into one file")
+                parts[-1] += f" ({', '.join(detail)})"
         return "; ".join(parts) or "in memory"
 
     def to_dict(self) -> dict[str, Any]:
         """The spec form of this sink."""
-        spec: dict[str, Any] = {
-            k: getattr(self, k) for k in ("npy", "y", "parquet", "reductions") if getattr(self, k)
-        }
+        spec: dict[str, Any] = {k: getattr(self, k) for k in _PATHS if getattr(self, k)}
         if self.parquet is not None:
             default = ParquetOptions()
             for key in _PARQUET_OPTIONS:

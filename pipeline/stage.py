@@ -11,6 +11,13 @@ planner how it runs:
     a *tap*: it observes the chunks flowing past and passes them on unchanged;
     per chunk it computes a partial state, the parent combines the states in
     chunk order and finalizes them into the stage's result.
+``fit``
+    learns from every row flowing past it, then applies what it learned (a
+    fitted model) to the same rows and passes the result on. A fit is a
+    *barrier*: the rows after it can only be computed once it has seen all
+    the rows before it. :class:`Fit` says how it learns (its
+    :class:`FitSchedule`) and gives the engine small, picklable pieces to run
+    in workers; the engine (:mod:`pipeline.fitting`) runs the strategies.
 
 Stage code (``stages/``) implements these contracts; it never needs the
 executor. Callables may be given as objects or as import strings
@@ -22,15 +29,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from . import registry
 from .errors import SpecError, SpecIssue
 
+if TYPE_CHECKING:
+    import os
+
+    from .parallel import ParallelSettings
+
 __all__ = [
     "BACKENDS",
+    "FIT_STRATEGIES",
     "CallableReduction",
     "Filter",
+    "Fit",
+    "FitSchedule",
+    "FitStrategy",
+    "Fitted",
     "Map",
     "Reduce",
     "Reduction",
@@ -39,7 +56,12 @@ __all__ = [
     "check_parallel_settings",
 ]
 
-StageKind = Literal["map", "filter", "reduce"]
+#: ``feed`` is the worker-side half of a ``fit`` (see :mod:`pipeline.fitting`).
+StageKind = Literal["map", "filter", "reduce", "fit", "feed"]
+FitStrategy = Literal["merge", "partial_fit", "full", "sample"]
+#: How a fit can see the rows: an exact merge of per-chunk statistics, chunks
+#: consumed one by one in chunk order, all rows at once, or a uniform sample.
+FIT_STRATEGIES: tuple[FitStrategy, ...] = ("merge", "partial_fit", "full", "sample")
 
 #: joblib backends a stage or pipeline may name. ``dask`` needs a running
 #: ``dask.distributed`` Client (see README).
@@ -124,6 +146,11 @@ class Stage:
     def changes_data(self) -> bool:
         """Whether the data after this stage differs from the data before it."""
         return self.kind != "reduce"
+
+    @property
+    def role(self) -> str:
+        """What the stage does, as reports and ``explain`` name it (its kind by default)."""
+        return self.kind
 
     def _set(self, **values: Any) -> None:
         # Frozen dataclasses resolve derived fields once, in __post_init__.
@@ -313,3 +340,159 @@ class Reduce(Stage):
         if not self.name:
             self._set(name=self.target if self.target not in ("", "custom") else "reduce")
         self._set(reduction=reduction, params=dict(self.params))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitSchedule:
+    """How the engine hands the rows to a fit.
+
+    Parameters
+    ----------
+    strategy
+        ``merge``: every chunk gives a small statistic (in parallel), combined in
+        chunk order into the fitted model. ``partial_fit``: chunks are consumed
+        one after another, in chunk order, by the parent, while workers prepare
+        the next ones. ``full``: all rows are written once to a memory-mapped
+        file and fitted at once. ``sample``: a uniform random sample of
+        ``sample_rows`` rows, drawn across all chunks, is fitted at once.
+    epochs
+        ``partial_fit`` only: passes over the chunks.
+    shuffle_chunks
+        ``partial_fit`` only: consume the chunks of every epoch in a random
+        order (drawn from ``seed``) instead of chunk order.
+    seed
+        Seed of the chunk order (``shuffle_chunks``) and of the sample.
+    sample_rows
+        ``sample`` only: rows in the sample (all rows when there are fewer).
+
+    Examples
+    --------
+    >>> FitSchedule(strategy="partial_fit", epochs=3).epochs
+    3
+    >>> FitSchedule(strategy="merge", epochs=0)
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.SpecError: epochs: expected a positive integer, got 0
+    """
+
+    strategy: FitStrategy
+    epochs: int = 1
+    shuffle_chunks: bool = False
+    seed: int = 0
+    sample_rows: int = 100_000
+
+    def __post_init__(self) -> None:
+        issues = []
+        if self.strategy not in FIT_STRATEGIES:
+            hint = registry.did_you_mean(str(self.strategy), FIT_STRATEGIES)
+            issues.append(
+                SpecIssue(
+                    "fit",
+                    f"expected one of {', '.join(FIT_STRATEGIES)}, got {self.strategy!r}{hint}",
+                )
+            )
+        for key in ("epochs", "sample_rows"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                issues.append(SpecIssue(key, f"expected a positive integer, got {value!r}"))
+        if not isinstance(self.shuffle_chunks, bool):
+            issues.append(
+                SpecIssue("shuffle_chunks", f"expected true or false, got {self.shuffle_chunks!r}")
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            issues.append(SpecIssue("seed", f"expected a non-negative integer, got {self.seed!r}"))
+        if issues:
+            raise SpecError(issues)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fitted:
+    """What a fit produced: the model, and for model searches, one row per candidate."""
+
+    model: Any
+    trials: tuple[dict[str, Any], ...] | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Fit(Stage):
+    """A stage that learns from all the rows flowing past it, then applies the model.
+
+    This is the contract between the engine and learning stages such as
+    ``stages.Estimator`` (a scikit-learn estimator). The engine plans the
+    passes, feeds the rows by the stage's :meth:`schedule` and hands the
+    fitted model back to :meth:`applier`. Methods marked *worker* return
+    small picklable objects that run in worker processes, and should import
+    as little as they can there (no scikit-learn, when NumPy will do).
+
+    A stage that applies a model fitted earlier (saved to a file) returns no
+    schedule: it never fits and runs as a map.
+    """
+
+    kind: ClassVar[StageKind] = "fit"
+
+    def schedule(self) -> FitSchedule | None:
+        """How the rows reach the fit; ``None`` when the stage only applies a saved model."""
+        raise NotImplementedError
+
+    def training_rows(self) -> Callable[[Any, Any], tuple[Any, Any]]:
+        """*worker*: ``(chunk, y) -> (X, y)``, the arrays the model learns from.
+
+        It also checks them (missing values the estimator refuses, labels
+        outside the given classes), so that a bad chunk is named.
+        """
+        raise NotImplementedError
+
+    def chunk_state(self) -> Reduction | None:
+        """*worker*: a reduction over ``(X, y)`` the fit needs, or ``None``.
+
+        For ``merge``, the per-chunk statistic; for ``partial_fit``, what must be
+        known before the first call (a classifier's classes, when not given).
+        """
+        return None
+
+    def fit_state(self, state: Any) -> Fitted:
+        """The model from the combined chunk states (``merge``)."""
+        raise NotImplementedError
+
+    def fit_rows(self, X: Any, y: Any, parallel: ParallelSettings) -> Fitted:
+        """The model fitted on all ``X`` at once (``full``, ``sample``).
+
+        ``X`` may be a read-only memmap larger than memory. ``parallel`` is
+        how the stage may run in parallel itself (the fit runs inside
+        ``joblib.parallel_config`` of it).
+        """
+        raise NotImplementedError
+
+    def partial_fit(self, model: Any, X: Any, y: Any, state: Any) -> Any:
+        """One incremental step (``partial_fit``); ``model`` is ``None`` on the first.
+
+        ``state`` is the combined :meth:`chunk_state`, when there is one.
+        """
+        raise NotImplementedError
+
+    def saved_model(self) -> tuple[Any, str]:
+        """The saved model to apply and its file, when ``schedule()`` is ``None``."""
+        raise NotImplementedError
+
+    def applier(self, model: Any, model_path: str | None) -> Callable[[Any], Any]:
+        """*worker*: ``chunk -> output`` applying the fitted ``model`` to one chunk.
+
+        ``model_path`` is a file holding the same model (``joblib.dump``, or
+        the saved model's own file) that worker processes can load instead of
+        receiving the model with every task; ``None`` when there is none. The
+        applier must accept a chunk with zero rows.
+        """
+        raise NotImplementedError
+
+    def save_model(self, fitted: Fitted, folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
+        """Write the model's files into ``folder`` under temporary names.
+
+        Returns ``(temporary, final)`` pairs: the engine renames them when the
+        whole run has succeeded, and removes them otherwise.
+        """
+        raise NotImplementedError
+
+    def describe_fit(self) -> str:
+        """One line for ``explain``: what is fitted, how, and why."""
+        return f"{self.name}: fit {getattr(self.schedule(), 'strategy', 'none')}"

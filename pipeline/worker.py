@@ -27,10 +27,11 @@ import cloudpickle
 import numpy as np
 import pyarrow as pa
 
-from .blocks import ArrayMeta, Data, Meta, num_rows, slice_rows, take
+from .blocks import ArrayMeta, Data, Meta, as_rows, num_rows, slice_rows, take
 from .chunking import Chunk
 from .datasets import TableChunk, TableRef
 from .errors import StageError
+from .fitting import Feed
 from .parquet import ParquetOptions, write_table_part
 from .plan import apply_map, filter_mask
 from .sinks import write_part, write_rows
@@ -42,7 +43,15 @@ try:
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["ChunkOutcome", "PassTask", "combine_states", "keep_freed_memory", "run_chunk"]
+__all__ = [
+    "ChunkOutcome",
+    "PassTask",
+    "chunk_location",
+    "combine_states",
+    "keep_freed_memory",
+    "run_chunk",
+    "stateful",
+]
 
 #: How a pass writes its output: rows in place into a preallocated ``.npy``,
 #: ``.npy`` part files (row count known only afterwards), Parquet part files, or
@@ -163,13 +172,19 @@ def _fit_output(data: Data, meta: Meta) -> Data:
     return data
 
 
+def stateful(stages: tuple[Stage, ...]) -> list[Stage]:
+    """The stages that give a state per chunk: reductions, and feeds with a reduction."""
+    return [
+        s for s in stages if s.kind == "reduce" or (isinstance(s, Feed) and s.reduction is not None)
+    ]
+
+
 def combine_states(
     stages: tuple[Stage, ...], left: list[Any], right: tuple[Any, ...], chunk: int
 ) -> list[Any]:
-    """Merge reduction states (``left`` holds earlier rows), naming a failing stage."""
-    reducers = [s for s in stages if s.kind == "reduce"]
+    """Merge per-chunk states (``left`` holds earlier rows), naming a failing stage."""
     merged = []
-    for stage, a, b in zip(reducers, left, right, strict=True):
+    for stage, a, b in zip(stateful(stages), left, right, strict=True):
         try:
             merged.append(stage.reduction.combine(a, b))  # type: ignore[attr-defined]
         except Exception as exc:
@@ -203,9 +218,19 @@ class _Failed(Exception):
 
 
 def _run_stages(
-    stages: tuple[Stage, ...], data: Data, y: Any, before: int, after: int, seconds: list[float]
+    stages: tuple[Stage, ...],
+    data: Data,
+    y: Any,
+    halo: tuple[int, int],
+    where: tuple[int, int],
+    seconds: list[float],
 ) -> tuple[Data, Any, list[Any]]:
-    """Run the fused stages on one block; add each stage's time to ``seconds``."""
+    """Run the fused stages on one block; add each stage's time to ``seconds``.
+
+    ``halo`` holds the rows read before and after the block's own rows,
+    ``where`` its chunk and block index.
+    """
+    before, after = halo
     states = []
     for i, stage in enumerate(stages):
         started = time.perf_counter()
@@ -221,6 +246,15 @@ def _run_stages(
                 data = take(data, mask)
                 if y is not None:
                     y = y[mask]
+            elif isinstance(stage, Feed):
+                # A fit sees each row once; it ends its pass, so the halo goes.
+                data = slice_rows(data, before, num_rows(data) - after)
+                before = after = 0
+                state, X, y_train = stage.observe(data, y, *where)
+                if stage.reduction is not None:
+                    states.append(state)
+                if stage.writes:
+                    data, y = as_rows(X), y_train
             else:
                 # A tap sees each row once, and passes the halo on for later maps.
                 owned = slice_rows(data, before, num_rows(data) - after)
@@ -231,9 +265,13 @@ def _run_stages(
     return slice_rows(data, before, num_rows(data) - after), y, states
 
 
-def _location(task: PassTask, chunk: Chunk | TableChunk) -> tuple[int, int] | str:
+def chunk_location(
+    source: OpenedSource | TableRef, chunk: Chunk | TableChunk
+) -> tuple[int, int] | str:
+    """Where a chunk's rows are, for error messages: a row range, or files and row groups."""
     if isinstance(chunk, TableChunk):
-        return task.source.describe_chunk(chunk)  # type: ignore[union-attr]
+        assert isinstance(source, TableRef)
+        return source.describe_chunk(chunk)
     return (chunk.start, chunk.stop)
 
 
@@ -249,7 +287,9 @@ def run_chunk(task: PassTask, chunk: Chunk | TableChunk) -> ChunkOutcome:
     for block, (data, y, before, after) in enumerate(_blocks(task, chunk)):
         rows_in += num_rows(data) - before - after
         try:
-            data, y, block_states = _run_stages(task.stages, data, y, before, after, seconds)
+            data, y, block_states = _run_stages(
+                task.stages, data, y, (before, after), (chunk.index, block), seconds
+            )
             data = _fit_output(data, task.output_meta)
         except Exception as exc:
             stage, cause = (
@@ -261,7 +301,10 @@ def run_chunk(task: PassTask, chunk: Chunk | TableChunk) -> ChunkOutcome:
                 )
             )
             raise StageError(
-                stage, chunk.index, _location(task, chunk), f"{type(cause).__name__}: {cause}"
+                stage,
+                chunk.index,
+                chunk_location(task.source, chunk),
+                f"{type(cause).__name__}: {cause}",
             ) from cause
         states = (
             block_states

@@ -508,7 +508,7 @@ def test_bad_source(source: Any, match: str) -> None:
         ),
         pytest.param(
             {"npy": "out/x.npy", "y": "out/x.npy"},
-            r"^sink: npy, y, parquet and reductions must be different paths$",
+            r"^sink: npy, y, parquet, reductions and models must be different paths$",
             id="same-file",
         ),
         pytest.param(
