@@ -143,7 +143,13 @@ class Feed(Stage):
 
 @dataclass(frozen=True)
 class Applied(Map):
-    """A map applying a fitted model (the second half of a fit, or a saved model)."""
+    """A map applying a fitted model (the second half of a fit, or a saved model).
+
+    ``threads``: the model runs best on threads (see
+    :meth:`~pipeline.stage.Fit.threaded_apply`), so its pass defaults to them.
+    """
+
+    threads: bool = field(default=False, kw_only=True)
 
     @property
     def role(self) -> str:
@@ -254,7 +260,7 @@ class FitRun:
 
     def _call(self, k: int | None, fit: Callable[[], Any]) -> Any:
         try:
-            with self.parallel.activate():
+            with self.parallel.for_estimator():
                 return fit()
         except StageError:
             raise

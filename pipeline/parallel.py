@@ -74,6 +74,20 @@ class ParallelSettings:
         with limit, config:
             yield
 
+    @contextmanager
+    def for_estimator(self) -> Iterator[None]:
+        """Context for code in the parent that parallelizes itself (a fit on all rows).
+
+        joblib's ``Parallel`` inside (a random forest's trees, a grid search)
+        runs on this pass's backend with its number of workers; BLAS and
+        OpenMP threads are not capped, since no chunk workers run meanwhile.
+        """
+        settings: dict[str, Any] = {"n_jobs": self.n_workers}
+        if self.backend is not None:
+            settings["backend"] = self.backend
+        with joblib.parallel_config(**settings):
+            yield
+
     def parallel(self, **kwargs: Any) -> joblib.Parallel:
         """A ``joblib.Parallel`` for this pass; use it inside :meth:`activate`."""
         return joblib.Parallel(n_jobs=self.n_jobs, **kwargs)

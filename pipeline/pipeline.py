@@ -28,7 +28,7 @@ from .spec import (
     parse_spec,
     read_spec_file,
 )
-from .stage import Stage, check_parallel_settings
+from .stage import check_parallel_settings
 from .workspace import Workspace
 
 __all__ = ["Pipeline", "RunResult", "load_spec"]
@@ -49,13 +49,21 @@ class RunResult:
     reductions
         Results of the ``reduce`` stages, by stage name, in stage order.
     report
-        Timings, rows and memory per pass and stage.
+        Timings, rows and memory per pass and stage, and per fit.
+    models
+        The model each fit stage fitted, by stage name (a scikit-learn
+        estimator for ``sklearn`` stages; the best one for ``train_many``).
+    trials
+        For model searches (``train_many``): one record per candidate model
+        (its parameters, score and fit time), by stage name.
     """
 
     output: np.ndarray | None
     y: np.ndarray | None
     reductions: dict[str, Any]
     report: RunReport
+    models: dict[str, Any] = field(default_factory=dict)
+    trials: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,7 +215,14 @@ class Pipeline:
                 import_paths=self.search_path,
             )
         assert out.report is not None
-        return RunResult(output=out.x, y=out.y, reductions=out.reductions, report=out.report)
+        return RunResult(
+            output=out.x,
+            y=out.y,
+            reductions=out.reductions,
+            report=out.report,
+            models=out.models,
+            trials=out.trials,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The spec mapping of this pipeline (for stages given by import string or name)."""
@@ -222,7 +237,7 @@ class Pipeline:
         parallel = {k: getattr(self, k) for k in ("n_jobs", "backend") if getattr(self, k)}
         if parallel:
             spec["parallel"] = parallel
-        spec["stages"] = [_stage_to_dict(stage) for stage in self.stages]
+        spec["stages"] = [stage.to_spec() for stage in self.stages]
         if self.sink.to_dict():
             spec["sink"] = self.sink.to_dict()
         if self.workspace is not None:
@@ -244,25 +259,6 @@ def _on_sys_path(folders: tuple[str, ...]) -> None:
     for folder in reversed(folders):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-
-
-def _stage_to_dict(stage: Stage) -> dict[str, Any]:
-    target = getattr(stage, "target", "")
-    if not target or target == "custom":
-        raise TypeError(
-            f"stage {stage.name!r} was built from a Python object; only stages given by "
-            "name or import string can be written as a spec"
-        )
-    spec: dict[str, Any] = {"name": stage.name, stage.kind: target}
-    params = getattr(stage, "params", None)
-    if params:
-        spec["params"] = dict(params)
-    if getattr(stage, "pandas", False):
-        spec["pandas"] = True
-    for key in ("n_jobs", "backend"):
-        if getattr(stage, key) is not None:
-            spec[key] = getattr(stage, key)
-    return spec
 
 
 def load_spec(path: str | os.PathLike[str]) -> Pipeline:

@@ -221,6 +221,9 @@ class PassPlan:
     #: wrote training rows this pass cannot use).
     after: int = -1
     reads_output: bool = False
+    #: Whether the rows entering the fit's Feed are an array (known before the
+    #: models are: applying a model keeps arrays arrays and tables tables).
+    fit_sees_array: bool = False
 
     @property
     def ragged(self) -> bool:
@@ -247,8 +250,7 @@ class PassPlan:
         recomputing them.
         """
         feed = self.stages[-1] if self.fit is not None and self.stages else None
-        before = self.stage_metas[-2] if len(self.stages) > 1 else self.input_meta
-        return isinstance(feed, Feed) and feed.writes and isinstance(before, ArrayMeta)
+        return isinstance(feed, Feed) and feed.writes and self.fit_sees_array
 
     @property
     def peak_bytes(self) -> int:
@@ -313,7 +315,7 @@ class Plan:
             lines.append(f"  output: {_describe_output(p, self.sink, self.has_y)}")
             lines.append(f"  estimated peak memory: {_human(p.peak_bytes)}")
             if p.fit is not None:
-                lines.append(f"  then fit {p.fit.describe_fit()}")
+                lines.append(f"  then fit {p.fit.describe_fit(p.parallel)}")
         return "\n".join(lines)
 
     def _describe_chunks(self, p: PassPlan) -> str:
@@ -349,21 +351,27 @@ def _describe_meta(meta: Meta | None, p: PassPlan | None) -> str:
     return f"known once {pending!r} is fitted" if pending else "known once the models are fitted"
 
 
-def _describe_input(p: PassPlan, passes: Sequence[PassPlan]) -> str:
+def _origin(p: PassPlan, passes: Sequence[PassPlan]) -> str:
+    """Where a pass's rows come from: the source, or what an earlier pass wrote."""
     if p.after == -1:
         return "the source"
     before = passes[p.after]
-    if p.reads_output:
-        if before.fit is not None:
-            return (
-                f"the rows pass {before.index + 1} wrote for {before.fit.name!r} (not recomputed)"
-            )
-        return f"pass {before.index + 1}'s output"
-    source = _describe_input(before, passes)
+    if not p.reads_output:
+        return _origin(before, passes)
+    if before.fit is not None:
+        return f"the rows pass {before.index + 1} wrote for {before.fit.name!r} (not recomputed)"
+    return f"pass {before.index + 1}'s output"
+
+
+def _describe_input(p: PassPlan, passes: Sequence[PassPlan]) -> str:
+    origin = _origin(p, passes)
+    if p.after == -1 or p.reads_output:
+        return origin
+    again = f"{origin}, read again"
     if p.replayed:
         names = ", ".join(repr(s.name) for s in p.stages[: p.replayed])
-        return f"{source}, as pass {before.index + 1} read it; recomputes {names}"
-    return f"{source}, as pass {before.index + 1} read it"
+        return f"{again}; recomputes {names} (cheaper than writing the rows and reading them back)"
+    return again
 
 
 def _describe_output(p: PassPlan, sink: str, has_y: bool) -> str:
@@ -554,6 +562,7 @@ def applied_model(stage: Fit, model: Any, model_path: str | None) -> Applied:
         name=stage.name,
         n_jobs=stage.n_jobs,
         backend=stage.backend,
+        threads=stage.threaded_apply(model),
     )
 
 
@@ -599,6 +608,12 @@ def realize_pass(
         stages[-1] = replace(feed, writes=needs_rows and not untouched)
     input_meta, metas, out = probe_stages(stages, probe.data, probe.y)
     output_meta = metas[-1] if metas else input_meta
+    sees_array = isinstance(input_meta, ArrayMeta)
+    for stage, meta in zip(stages[:-1], metas[:-1], strict=False):
+        if meta is not None:
+            sees_array = isinstance(meta, ArrayMeta)
+        elif not isinstance(stage, PendingApply):
+            sees_array = False  # unknown: a later map may turn it into a table
     output = shape.output
     if output == "workspace" and not any(s.changes_data for s in stages):
         output = "none"
@@ -609,10 +624,10 @@ def realize_pass(
     table_input = isinstance(input_meta, TableMeta)
     # pyarrow releases the GIL while it reads, computes and writes, so table
     # passes run on threads unless told otherwise: no worker start-up,
-    # imports or pickling (a third faster on W3, see benchmarks/).
-    settings = resolve_parallel(
-        n_jobs, backend, default_backend="threading" if table_input else None
-    )
+    # imports or pickling (a third faster on W3, see benchmarks/). So do
+    # passes applying a model that releases the GIL (Applied.threads).
+    threads = table_input or any(isinstance(s, Applied) and s.threads for s in stages)
+    settings = resolve_parallel(n_jobs, backend, default_backend="threading" if threads else None)
     row_nbytes = max(
         input_meta.row_nbytes,
         output_meta.row_nbytes if output_meta is not None else 0,
@@ -645,6 +660,7 @@ def realize_pass(
         y_meta=None if out is None or out.y is None else meta_of(np.asarray(out.y)),
         after=-1 if after is None else after.index,
         reads_output=reads_output,
+        fit_sees_array=fit is not None and sees_array,
     )
     return realized, out
 
@@ -752,10 +768,15 @@ def _unknown(
     settings_of: Callable[[Stage | None], tuple[int | None, str | None]],
 ) -> PassPlan:
     """A pass whose input depends on a model not fitted yet: settings only."""
+    reads_output = after is not None and reads_output_of(after)
+    stages = planned.stages[planned.replayed :] if reads_output else planned.stages
     first = planned.stages[planned.replayed] if planned.stages else None
     return replace(
         planned,
+        stages=stages,
+        stage_metas=(None,) * len(stages),
+        replayed=0 if reads_output else planned.replayed,
         parallel=resolve_parallel(*settings_of(first)),
         after=-1 if after is None else after.index,
-        reads_output=after is not None and reads_output_of(after),
+        reads_output=reads_output,
     )

@@ -24,11 +24,13 @@ from .errors import SpecError
 
 __all__ = ["GROUPS", "available", "did_you_mean", "import_object", "resolve"]
 
-#: Entry-point group holding the short names of each stage kind.
+#: Entry-point group holding the short names of each stage kind; ``kind`` holds
+#: stage kinds themselves (spec keys such as ``sklearn``, naming a Stage class).
 GROUPS = {
     "map": "chunkline.maps",
     "filter": "chunkline.filters",
     "reduce": "chunkline.reductions",
+    "kind": "chunkline.kinds",
 }
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from .chunking import ChunkSpec, parse_bytes
 from .datasets import FORMATS, TableSource
 from .errors import SpecError, SpecIssue
-from .registry import did_you_mean
+from .registry import available, did_you_mean
 from .sinks import SINK_KEYS, Sink
 from .sources import ArraySource
 from .stage import Filter, Map, Reduce, Stage, check_parallel_settings
@@ -43,18 +43,14 @@ __all__ = [
     "normalize_stages",
     "parse_spec",
     "read_spec_file",
+    "stage_kinds",
 ]
 
 T = TypeVar("T")
 
 TOP_LEVEL_KEYS = ("name", "source", "chunks", "parallel", "stages", "sink", "workspace")
-_STAGE_COMMON = ("name", "params", "n_jobs", "backend")
+#: The engine's own stage kinds; more come from the ``chunkline.kinds`` entry points.
 STAGE_KINDS: dict[str, type[Stage]] = {"map": Map, "filter": Filter, "reduce": Reduce}
-_STAGE_KEYS = {
-    "map": (*_STAGE_COMMON, "pandas"),
-    "filter": (*_STAGE_COMMON, "pandas"),
-    "reduce": (*_STAGE_COMMON, "chunk", "combine", "finalize"),
-}
 
 
 def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -209,46 +205,57 @@ def normalize_sink(value: Any) -> Sink:
     return Sink.from_mapping(mapping)
 
 
+def stage_kinds() -> dict[str, Callable[[], type[Stage]]]:
+    """Spec keys that name a stage kind, each with a loader of its stage class.
+
+    ``map``, ``filter`` and ``reduce`` are the engine's own; others (such as
+    ``sklearn``) are registered in the ``chunkline.kinds`` entry-point group,
+    and their class is imported only when a spec uses them.
+    """
+    kinds: dict[str, Callable[[], type[Stage]]] = {
+        key: functools.partial(lambda cls: cls, cls) for key, cls in STAGE_KINDS.items()
+    }
+    for key, entry_point in available("kind").items():
+        kinds.setdefault(key, entry_point.load)
+    return kinds
+
+
+def _is_estimator(value: Any) -> bool:
+    return hasattr(value, "fit") and hasattr(value, "get_params") and not isinstance(value, type)
+
+
 def normalize_stage(value: Any) -> Stage:
-    """A stage object from itself, or from its spec mapping (``{"map": ..., ...}``)."""
+    """A stage object from itself, its spec mapping (``{"map": ...}``), or an estimator.
+
+    A scikit-learn estimator object becomes the stage of the registered
+    ``sklearn`` kind, fitted by its default strategy.
+    """
     if isinstance(value, Stage):
         return value
+    kinds = stage_kinds()
+    if _is_estimator(value) and "sklearn" in kinds:
+        return kinds["sklearn"]().from_spec({"sklearn": value})
     mapping = _expect_mapping(value, "")
-    kinds = [k for k in STAGE_KINDS if k in mapping]
-    if len(kinds) != 1:
-        found = f"found {', '.join(kinds)}" if kinds else "found none"
-        unknown = [k for k in mapping if k not in {*STAGE_KINDS, *_STAGE_COMMON}]
+    found = [k for k in kinds if k in mapping]
+    classes = {k: kinds[k]() for k in found}
+    if len(set(classes.values())) != 1:
+        where = f"found {', '.join(found)}" if found else "found none"
+        common = ("name", "params", "n_jobs", "backend")
+        unknown = [k for k in mapping if k not in {*kinds, *common}]
         hint = ""
         if unknown:
-            close = did_you_mean(str(unknown[0]), list(STAGE_KINDS))
+            close = did_you_mean(str(unknown[0]), list(kinds))
             hint = f"; unknown key {unknown[0]!r}{close}" if close else ""
-        raise SpecError.at(
-            "",
-            f"a stage needs exactly one of {', '.join(STAGE_KINDS)} ({found}){hint}",
-        )
-    kind = kinds[0]
+        raise SpecError.at("", f"a stage needs exactly one of {', '.join(kinds)} ({where}){hint}")
+    cls = classes[found[0]]
     # Unknown keys and problems of the known ones are reported together.
     issues: list[SpecIssue] = []
     try:
-        _check_keys(mapping, (kind, *_STAGE_KEYS[kind]), "")
+        _check_keys(mapping, cls.spec_keys, "")
     except SpecError as exc:
         issues.extend(exc.issues)
-    allowed = _STAGE_KEYS[kind]
-    fields = {k: v for k, v in mapping.items() if k in allowed}
-    target = mapping[kind]
-    if kind == "reduce" and isinstance(target, Mapping):
-        try:
-            _check_keys(target, ("chunk", "combine", "finalize"), "reduce")
-        except SpecError as exc:
-            issues.extend(exc.issues)
-        fields.update((k, v) for k, v in target.items() if k in ("chunk", "combine", "finalize"))
-        target = None
-    elif not isinstance(target, str):
-        issues.append(SpecIssue(kind, f"expected a name or an import string, got {target!r}"))
-        target = None
     try:
-        if target is not None or kind == "reduce":
-            stage = STAGE_KINDS[kind](target, **fields)  # type: ignore[call-arg]
+        stage = cls.from_spec({k: v for k, v in mapping.items() if k in cls.spec_keys})
     except SpecError as exc:
         issues.extend(exc.issues)
     if issues:

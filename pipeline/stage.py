@@ -118,6 +118,8 @@ class Stage:
     """Fields every stage has: its name and its parallel settings."""
 
     kind: ClassVar[StageKind]
+    #: Keys of the stage's spec mapping, the key naming its kind first.
+    spec_keys: ClassVar[tuple[str, ...]] = ()
 
     name: str = ""
     n_jobs: int | None = None
@@ -151,6 +153,42 @@ class Stage:
     def role(self) -> str:
         """What the stage does, as reports and ``explain`` name it (its kind by default)."""
         return self.kind
+
+    @classmethod
+    def from_spec(cls, mapping: Mapping[str, Any]) -> Stage:
+        """The stage from its spec mapping (keys checked against :attr:`spec_keys`)."""
+        fields = dict(mapping)
+        target = fields.pop(cls.spec_keys[0])
+        if not isinstance(target, str):
+            raise SpecError.at(
+                cls.spec_keys[0], f"expected a name or an import string, got {target!r}"
+            )
+        return cls(target, **fields)  # type: ignore[call-arg]
+
+    def to_spec(self) -> dict[str, Any]:
+        """The stage as a spec mapping; only for stages given by name or import string.
+
+        Raises
+        ------
+        TypeError
+            If the stage was built from a Python object, which a spec cannot name.
+        """
+        target = getattr(self, "target", "")
+        if not target or target == "custom":
+            raise TypeError(
+                f"stage {self.name!r} was built from a Python object; only stages given by "
+                "name or import string can be written as a spec"
+            )
+        spec: dict[str, Any] = {"name": self.name, self.spec_keys[0]: target}
+        params = getattr(self, "params", None)
+        if params:
+            spec["params"] = dict(params)
+        if getattr(self, "pandas", False):
+            spec["pandas"] = True
+        for key in ("n_jobs", "backend"):
+            if getattr(self, key) is not None:
+                spec[key] = getattr(self, key)
+        return spec
 
     def _set(self, **values: Any) -> None:
         # Frozen dataclasses resolve derived fields once, in __post_init__.
@@ -225,6 +263,7 @@ class Map(_CallableStage):
     """
 
     kind: ClassVar[StageKind] = "map"
+    spec_keys: ClassVar[tuple[str, ...]] = ("map", "name", "params", "pandas", "n_jobs", "backend")
 
 
 @dataclass(frozen=True)
@@ -240,6 +279,14 @@ class Filter(_CallableStage):
     """
 
     kind: ClassVar[StageKind] = "filter"
+    spec_keys: ClassVar[tuple[str, ...]] = (
+        "filter",
+        "name",
+        "params",
+        "pandas",
+        "n_jobs",
+        "backend",
+    )
 
 
 @dataclass(frozen=True)
@@ -284,6 +331,16 @@ class Reduce(Stage):
     """
 
     kind: ClassVar[StageKind] = "reduce"
+    spec_keys: ClassVar[tuple[str, ...]] = (
+        "reduce",
+        "name",
+        "params",
+        "chunk",
+        "combine",
+        "finalize",
+        "n_jobs",
+        "backend",
+    )
 
     reduction: Any = None
     params: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
@@ -291,6 +348,24 @@ class Reduce(Stage):
     combine: Callable[[Any, Any], Any] | str | None = field(default=None, kw_only=True)
     finalize: Callable[[Any], Any] | str | None = field(default=None, kw_only=True)
     target: str = field(default="", init=False, compare=False, repr=False)
+
+    @classmethod
+    def from_spec(cls, mapping: Mapping[str, Any]) -> Reduce:
+        """``reduce:`` holds a reduction's name, or its ``chunk``/``combine``/``finalize``."""
+        fields = dict(mapping)
+        target = fields.pop("reduce")
+        if isinstance(target, Mapping):
+            parts = ("chunk", "combine", "finalize")
+            unknown = [k for k in target if k not in parts]
+            if unknown:
+                hint = registry.did_you_mean(str(unknown[0]), parts)
+                raise SpecError.at(
+                    f"reduce.{unknown[0]}", f"unknown key{hint}; allowed keys: {', '.join(parts)}"
+                )
+            return cls(**fields, **target)
+        if not isinstance(target, str):
+            raise SpecError.at("reduce", f"expected a name or an import string, got {target!r}")
+        return cls(target, **fields)
 
     def _resolve(self) -> None:
         reduction = self.reduction
@@ -485,6 +560,14 @@ class Fit(Stage):
         """
         raise NotImplementedError
 
+    def threaded_apply(self, model: Any) -> bool:
+        """Whether applying ``model`` runs best on threads (it releases the GIL).
+
+        The apply pass then defaults to the threading backend, as table passes
+        do: one copy of the model, no worker start-up.
+        """
+        return False
+
     def save_model(self, fitted: Fitted, folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
         """Write the model's files into ``folder`` under temporary names.
 
@@ -493,6 +576,9 @@ class Fit(Stage):
         """
         raise NotImplementedError
 
-    def describe_fit(self) -> str:
-        """One line for ``explain``: what is fitted, how, and why."""
+    def describe_fit(self, parallel: ParallelSettings) -> str:
+        """One line for ``explain``: what is fitted, how, and why.
+
+        ``parallel`` is how the fit's pass runs (a fit may parallelize by it).
+        """
         return f"{self.name}: fit {getattr(self.schedule(), 'strategy', 'none')}"

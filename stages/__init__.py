@@ -21,6 +21,26 @@ from .arrays import (
     sqrt,
     standardize,
 )
+from .learning import (
+    Affine,
+    ColumnMoments,
+    ColumnMomentsOf,
+    ColumnRange,
+    ColumnRangeOf,
+    EstimatorApply,
+    FeatureRows,
+    LabelSet,
+    ModelApply,
+    check_finite,
+    check_same_features,
+    column_moments,
+    column_range,
+    default_output_names,
+    float_rows,
+    load_model,
+    merge_column_moments,
+    merge_ranges,
+)
 from .reductions import Count, Histogram, Max, Mean, Min, Moments, Std, Sum, Variance
 from .table_reductions import GroupBy, Profile
 from .tables import (
@@ -39,42 +59,68 @@ from .tables import (
 )
 
 __all__ = [
+    "APPLY_METHODS",
+    "Affine",
     "BernoulliNBMerge",
+    "ColumnMoments",
+    "ColumnMomentsOf",
+    "ColumnRange",
+    "ColumnRangeOf",
     "ComplementNBMerge",
     "Count",
+    "Estimator",
+    "EstimatorApply",
+    "FeatureRows",
     "GaussianNBMerge",
     "GroupBy",
     "Histogram",
+    "LabelSet",
     "Max",
     "MaxAbsScalerMerge",
     "Mean",
+    "MergeChunks",
     "MergeRegistry",
     "Merger",
     "Min",
     "MinMaxScalerMerge",
+    "ModelApply",
     "Moments",
     "MultinomialNBMerge",
     "Profile",
+    "Split",
     "StandardScalerMerge",
     "Std",
     "Sum",
+    "TrainMany",
     "Variance",
     "absolute",
     "arrow_type",
     "astype",
     "cast",
     "check_columns",
+    "check_finite",
+    "check_same_features",
+    "choose_split",
     "clip",
+    "column_moments",
+    "column_range",
+    "default_output_names",
     "derive",
     "drop",
     "fill_null",
     "filter_rows",
     "finite_rows",
+    "float_rows",
     "from_array",
     "has_merge",
+    "load_model",
     "log1p",
+    "make_estimator",
+    "merge_column_moments",
+    "merge_ranges",
     "merger_for",
     "nan_to_num",
+    "parallelizes_itself",
     "range_rows",
     "register_merge",
     "rename",
@@ -86,24 +132,37 @@ __all__ = [
     "where",
 ]
 
-# scikit-learn takes ~0.8 s to import; load it only when its merges are used,
-# not in every worker that needs a NumPy or table stage.
-_LAZY = dict.fromkeys(
-    [
-        "BernoulliNBMerge",
-        "ComplementNBMerge",
-        "GaussianNBMerge",
-        "MaxAbsScalerMerge",
-        "MergeRegistry",
-        "Merger",
-        "MinMaxScalerMerge",
-        "MultinomialNBMerge",
-        "StandardScalerMerge",
-        "has_merge",
-        "merger_for",
-        "register_merge",
-    ],
-    ".sklearn_merge",
+# scikit-learn takes ~0.8 s to import; load it only when its merges and
+# estimators are used, not in every worker that needs a NumPy or table stage.
+_LAZY = (
+    {
+        name: ".estimators"
+        for name in (
+            "APPLY_METHODS",
+            "Estimator",
+            "MergeChunks",
+            "make_estimator",
+            "parallelizes_itself",
+        )
+    }
+    | {name: ".train_many" for name in ("Split", "TrainMany", "choose_split")}
+    | dict.fromkeys(
+        [
+            "BernoulliNBMerge",
+            "ComplementNBMerge",
+            "GaussianNBMerge",
+            "MaxAbsScalerMerge",
+            "MergeRegistry",
+            "Merger",
+            "MinMaxScalerMerge",
+            "MultinomialNBMerge",
+            "StandardScalerMerge",
+            "has_merge",
+            "merger_for",
+            "register_merge",
+        ],
+        ".sklearn_merge",
+    )
 )
 
 

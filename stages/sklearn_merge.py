@@ -50,10 +50,22 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler, binarize
-from sklearn.utils import check_array, check_X_y
+from sklearn.utils import check_X_y
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_non_negative
 
+from .learning import (
+    ColumnMoments,
+    ColumnMomentsOf,
+    ColumnRange,
+    ColumnRangeOf,
+    check_same_features,
+    column_moments,
+    column_range,
+    float_rows,
+    merge_column_moments,
+    merge_ranges,
+)
 from .reductions import MomentState, _merge_moments, _moments_of
 
 __all__ = [
@@ -94,14 +106,6 @@ class Merger(Protocol):
 # ---------------------------------------------------------------- shared checks
 
 
-def _check_same_features(left: int, right: int) -> None:
-    if left != right:
-        raise ValueError(
-            f"a chunk has {right} features, but the chunks before it have {left}; "
-            "every chunk must have the same columns"
-        )
-
-
 def _require_y(estimator: BaseEstimator, y: Any) -> None:
     if y is None:
         raise ValueError(
@@ -140,17 +144,6 @@ def _fitted_clone(merger: _EstimatorMerge, estimator: BaseEstimator, n_features:
         validate()
     fitted.n_features_in_ = n_features
     return fitted
-
-
-def _float_chunk(X: Any) -> np.ndarray:
-    """A chunk as the scalers validate it: 2-D, float64 or float32, NaNs allowed."""
-    return check_array(
-        X,
-        dtype=(np.float64, np.float32),
-        ensure_all_finite="allow-nan",
-        ensure_min_samples=0,
-        input_name="X",
-    )
 
 
 def _labelled_chunk(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -198,57 +191,6 @@ class _EstimatorMerge:
 # ---------------------------------------------------------------- StandardScaler
 
 
-@dataclass(frozen=True, eq=False)
-class ColumnMoments:
-    """Per-column count of non-NaN values, mean and sum of squared deviations (M2).
-
-    One count per column because NaNs are skipped column by column, as
-    StandardScaler does; a column with no values has count 0, mean 0 and M2 0.
-    ``n_rows`` counts rows, NaN or not.
-    """
-
-    n_rows: int
-    count: np.ndarray
-    mean: np.ndarray
-    m2: np.ndarray
-
-
-def _column_moments(X: np.ndarray) -> ColumnMoments:
-    n_rows, n_features = X.shape
-    if n_rows == 0:
-        zeros = np.zeros(n_features)
-        return ColumnMoments(0, np.zeros(n_features, dtype=np.int64), zeros, zeros)
-    total = X.sum(axis=0, dtype=np.float64)
-    if not np.isnan(total).any():  # the usual case: every column has every row
-        mean = total / n_rows
-        deviations = X - mean
-        count = np.full(n_features, n_rows, dtype=np.int64)
-    else:
-        missing = np.isnan(X)
-        count = n_rows - missing.sum(axis=0, dtype=np.int64)
-        total = np.where(missing, 0.0, X).sum(axis=0, dtype=np.float64)
-        mean = np.divide(total, count, out=np.zeros(n_features), where=count > 0)
-        deviations = np.where(missing, 0.0, X - mean)
-    m2 = np.einsum("ij,ij->j", deviations, deviations)
-    return ColumnMoments(n_rows, count, mean, m2)
-
-
-def _merge_column_moments(a: ColumnMoments, b: ColumnMoments) -> ColumnMoments:
-    """Chan's pairwise update, as ``reductions._merge_moments``, with one count per column.
-
-    ``_merge_moments`` keeps one row count for all columns; NaNs make the counts
-    differ per column, so the weights are per column here. A column with no
-    values on one side takes the other side's moments unchanged.
-    """
-    _check_same_features(a.mean.shape[0], b.mean.shape[0])
-    count = a.count + b.count
-    weight = np.divide(b.count, count, out=np.zeros(count.shape), where=count > 0)
-    delta = b.mean - a.mean
-    mean = a.mean + delta * weight
-    m2 = a.m2 + b.m2 + delta * delta * (a.count * weight)
-    return ColumnMoments(a.n_rows + b.n_rows, count, mean, m2)
-
-
 @dataclass(frozen=True)
 class StandardScalerMerge(_EstimatorMerge):
     """StandardScaler: per-column counts, means and variances (NaNs skipped per column).
@@ -261,11 +203,15 @@ class StandardScalerMerge(_EstimatorMerge):
 
     estimator_class: ClassVar[type] = StandardScaler
 
+    def chunk_reduction(self) -> ColumnMomentsOf:
+        """The per-chunk statistic as a NumPy-only reduction, for worker processes."""
+        return ColumnMomentsOf()
+
     def chunk(self, estimator: BaseEstimator, X: Any, y: Any = None) -> ColumnMoments:
-        return _column_moments(_float_chunk(X))
+        return column_moments(float_rows(X))
 
     def combine(self, left: ColumnMoments, right: ColumnMoments) -> ColumnMoments:
-        return _merge_column_moments(left, right)
+        return merge_column_moments(left, right)
 
     def finalize(self, estimator: BaseEstimator, state: ColumnMoments) -> StandardScaler:
         _check_state(self, state, ColumnMoments)
@@ -298,45 +244,17 @@ class StandardScalerMerge(_EstimatorMerge):
 # ---------------------------------------------------------------- MinMaxScaler, MaxAbsScaler
 
 
-@dataclass(frozen=True, eq=False)
-class ColumnRange:
-    """Rows seen (NaN rows included) and the per-column min and max ignoring NaNs.
-
-    A column with no values yet has NaN bounds, which the NaN-ignoring merge
-    (``numpy.fmin``/``fmax``) treats as neutral.
-    """
-
-    n_rows: int
-    minimum: np.ndarray
-    maximum: np.ndarray
-
-
-def _column_range(X: np.ndarray) -> ColumnRange:
-    # fmin/fmax skip NaNs and, with initial=NaN, give NaN (no warning) for a column
-    # without values and for an empty chunk.
-    return ColumnRange(
-        int(X.shape[0]),
-        np.fmin.reduce(X, axis=0, initial=np.nan),
-        np.fmax.reduce(X, axis=0, initial=np.nan),
-    )
-
-
-def _merge_ranges(a: ColumnRange, b: ColumnRange) -> ColumnRange:
-    # Not np.minimum as the scalers' partial_fit does: that lets a chunk whose column
-    # is all NaN turn the bound into NaN, whereas fit on all rows ignores those NaNs.
-    _check_same_features(a.minimum.shape[0], b.minimum.shape[0])
-    return ColumnRange(
-        a.n_rows + b.n_rows, np.fmin(a.minimum, b.minimum), np.fmax(a.maximum, b.maximum)
-    )
-
-
 @dataclass(frozen=True)
 class _RangeMerge(_EstimatorMerge):
+    def chunk_reduction(self) -> ColumnRangeOf:
+        """The per-chunk statistic as a NumPy-only reduction, for worker processes."""
+        return ColumnRangeOf()
+
     def chunk(self, estimator: BaseEstimator, X: Any, y: Any = None) -> ColumnRange:
-        return _column_range(_float_chunk(X))
+        return column_range(float_rows(X))
 
     def combine(self, left: ColumnRange, right: ColumnRange) -> ColumnRange:
-        return _merge_ranges(left, right)
+        return merge_ranges(left, right)
 
 
 @dataclass(frozen=True)
@@ -443,7 +361,7 @@ class GaussianNBMerge(_EstimatorMerge):
 
     def combine(self, left: ClassMoments, right: ClassMoments) -> ClassMoments:
         n_features = left.overall.mean.shape[0]
-        _check_same_features(n_features, right.overall.mean.shape[0])
+        check_same_features(n_features, right.overall.mean.shape[0])
         classes = _union_classes(left.classes, right.classes)
         empty = MomentState(0, np.zeros(n_features), np.zeros(n_features), None, None)
         per_class = tuple(
@@ -530,7 +448,7 @@ class _DiscreteNBMerge(_EstimatorMerge):
         return ClassCounts(classes, onehot.sum(axis=0), onehot.T @ X)
 
     def combine(self, left: ClassCounts, right: ClassCounts) -> ClassCounts:
-        _check_same_features(left.feature_count.shape[1], right.feature_count.shape[1])
+        check_same_features(left.feature_count.shape[1], right.feature_count.shape[1])
         classes = _union_classes(left.classes, right.classes)
         return ClassCounts(
             classes,

@@ -300,19 +300,20 @@ def test_bad_parallel_settings(spec: dict[str, Any], match: str) -> None:
     [
         pytest.param(
             {"name": "s", "map": "clip", "filter": "finite_rows"},
-            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce "
-            r"\(found map, filter\)",
+            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce, model, sklearn, "
+            r"train_many \(found map, filter\)",
             id="two-kinds",
         ),
         pytest.param(
             {"name": "s", "params": {"min": 0}},
-            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce \(found none\)",
+            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce, model, sklearn, "
+            r"train_many \(found none\)",
             id="no-kind",
         ),
         pytest.param(
             {"name": "s", "mapp": "clip"},
-            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce "
-            r"\(found none\); unknown key 'mapp' \(did you mean 'map'\?\)",
+            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce, model, sklearn, "
+            r"train_many \(found none\); unknown key 'mapp' \(did you mean 'map'\?\)",
             id="misspelt-kind",
         ),
         pytest.param(

@@ -1,0 +1,506 @@
+"""The worker-side pieces of estimator stages, importing no scikit-learn.
+
+Worker processes run these: they turn a chunk into training arrays and
+check them, compute per-chunk statistics, and apply fitted models. Importing
+scikit-learn costs about a second in every fresh worker process, so what can
+be done with NumPy is done with NumPy here: the statistics of the scalers'
+exact merges and their ``transform`` (an affine map per column, which
+:func:`stages.estimators` checks against scikit-learn's own output before
+using it). Everything else loads the fitted model, once per process, from the
+file the engine wrote.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import SpecError
+from pipeline.fitting import TrainingChunk
+
+from .tables import to_array
+
+__all__ = [
+    "Affine",
+    "ColumnMoments",
+    "ColumnMomentsOf",
+    "ColumnRange",
+    "ColumnRangeOf",
+    "EstimatorApply",
+    "FeatureRows",
+    "LabelSet",
+    "ModelApply",
+    "check_finite",
+    "check_same_features",
+    "column_moments",
+    "column_range",
+    "default_output_names",
+    "float_rows",
+    "load_model",
+    "merge_column_moments",
+    "merge_ranges",
+]
+
+_FLOATS = (np.float64, np.float32, np.float16)
+
+
+# ---------------------------------------------------------------- checking rows
+
+
+def _columns_where(bad: np.ndarray) -> str:
+    columns = np.flatnonzero(bad.any(axis=0)).tolist()
+    shown = ", ".join(map(str, columns[:5])) + (", ..." if len(columns) > 5 else "")
+    return f"column{'s' if len(columns) > 1 else ''} {shown}"
+
+
+def check_finite(X: np.ndarray, allow_nan: bool, who: str) -> None:
+    """Raise ``ValueError`` if ``X`` holds infinities, or NaNs when ``who`` refuses them."""
+    if X.dtype.kind not in "fc" or X.size == 0:
+        return
+    if allow_nan:
+        bad = np.isinf(X)
+        if bad.any():
+            raise ValueError(
+                f"Input X contains infinity in {_columns_where(bad.reshape(len(X), -1))}, "
+                f"which {who} cannot use"
+            )
+        return
+    if np.isfinite(X).all():
+        return
+    nan = np.isnan(X).reshape(len(X), -1)
+    if nan.any():
+        raise ValueError(
+            f"Input X contains {int(nan.sum())} NaN value(s) in {_columns_where(nan)}; "
+            f"{who} does not accept missing values: drop those rows first (a finite_rows "
+            "filter) or fill them in"
+        )
+    check_finite(X, allow_nan=True, who=who)
+
+
+def float_rows(X: Any, who: str = "the estimator", n_features: int | None = None) -> np.ndarray:
+    """A chunk as scikit-learn's scalers validate it: 2-D, floating point, NaN allowed.
+
+    float64, float32 and float16 are kept; other numbers become float64.
+
+    >>> float_rows(np.array([[1, 2]])).dtype
+    dtype('float64')
+    >>> float_rows(np.array([1.0, 2.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected 2D array, got 1D array instead: reshape your data with ...
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead: reshape your data with "
+            "array.reshape(-1, 1) if it has a single feature or array.reshape(1, -1) if it "
+            "contains a single sample"
+        )
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{who} needs numbers; got an array of {X.dtype}")
+    if X.dtype.type not in _FLOATS:
+        X = X.astype(np.float64)
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {who} is expecting {n_features} features as input"
+        )
+    check_finite(X, allow_nan=True, who=who)
+    return X
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """``(chunk, y) -> (X, y)``: the arrays an estimator learns from, checked.
+
+    On an array chunk, ``X`` is the chunk and ``y`` the source's aligned
+    ``y``. On a table, ``X`` holds the ``features`` columns (default: every
+    column but ``target``) as float64 and ``y`` the ``target`` column. The
+    checks name what is wrong, so that the engine can name the chunk too.
+    """
+
+    who: str
+    features: tuple[str, ...] | None = None
+    target: str | None = None
+    needs_y: bool = False
+    allow_nan: bool = False
+    classes: tuple[Any, ...] | None = None
+
+    def __call__(self, data: Any, y: Any) -> tuple[np.ndarray, Any]:
+        if isinstance(data, pa.Table):
+            X, y = self._from_table(data)
+        else:
+            X = np.asarray(data)
+            if X.ndim != 2:
+                raise ValueError(
+                    f"{self.who} needs rows of features (a 2-D array); the chunk has shape "
+                    f"{X.shape}"
+                )
+        if self.needs_y and y is None:
+            raise ValueError(
+                f"{self.who} learns from targets y: give source.y (an aligned .npy) for "
+                "array sources, or target: <column> for tables"
+            )
+        check_finite(X, self.allow_nan, self.who)
+        if self.classes is not None and y is not None and len(y):
+            unseen = np.setdiff1d(np.unique(y), np.asarray(self.classes))
+            if unseen.size:
+                raise ValueError(
+                    f"label(s) {unseen.tolist()[:5]} are not among the classes "
+                    f"{list(self.classes)} given to the stage; list every class in 'classes' "
+                    "(or leave it out to have them found in a first pass)"
+                )
+        return X, y
+
+    def _from_table(self, table: pa.Table) -> tuple[np.ndarray, Any]:
+        names = (
+            list(self.features)
+            if self.features is not None
+            else [c for c in table.column_names if c != self.target]
+        )
+        X = to_array(table, names)
+        if self.target is None:
+            return X, None
+        column = table.column(self.target)
+        if column.null_count:
+            raise ValueError(
+                f"target column {self.target!r} has {column.null_count} null value(s); "
+                "drop those rows (a where filter) or fill them (fill_null) first"
+            )
+        return X, column.to_numpy()
+
+
+# ---------------------------------------------------------------- per-chunk statistics
+
+
+@dataclass(frozen=True, eq=False)
+class ColumnMoments:
+    """Per-column count of non-NaN values, mean and sum of squared deviations (M2).
+
+    One count per column because NaNs are skipped column by column, as
+    StandardScaler does; a column with no values has count 0, mean 0 and M2 0.
+    ``n_rows`` counts rows, NaN or not.
+    """
+
+    n_rows: int
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+
+def column_moments(X: np.ndarray) -> ColumnMoments:
+    """The moments of a validated 2-D float chunk (see :func:`float_rows`).
+
+    >>> m = column_moments(np.array([[1.0, np.nan], [3.0, 4.0]]))
+    >>> m.count.tolist(), m.mean.tolist(), m.m2.tolist()
+    ([2, 1], [2.0, 4.0], [2.0, 0.0])
+    """
+    n_rows, n_features = X.shape
+    if n_rows == 0:
+        zeros = np.zeros(n_features)
+        return ColumnMoments(0, np.zeros(n_features, dtype=np.int64), zeros, zeros)
+    total = X.sum(axis=0, dtype=np.float64)
+    if not np.isnan(total).any():  # the usual case: every column has every row
+        mean = total / n_rows
+        deviations = X - mean
+        count = np.full(n_features, n_rows, dtype=np.int64)
+    else:
+        missing = np.isnan(X)
+        count = n_rows - missing.sum(axis=0, dtype=np.int64)
+        total = np.where(missing, 0.0, X).sum(axis=0, dtype=np.float64)
+        mean = np.divide(total, count, out=np.zeros(n_features), where=count > 0)
+        deviations = np.where(missing, 0.0, X - mean)
+    m2 = np.einsum("ij,ij->j", deviations, deviations)
+    return ColumnMoments(n_rows, count, mean, m2)
+
+
+def check_same_features(left: int, right: int) -> None:
+    """Raise ``ValueError`` when two chunks' states count different features."""
+    if left != right:
+        raise ValueError(
+            f"a chunk has {right} features, but the chunks before it have {left}; "
+            "every chunk must have the same columns"
+        )
+
+
+def merge_column_moments(a: ColumnMoments, b: ColumnMoments) -> ColumnMoments:
+    """Chan's pairwise update with one count per column (``a`` holds the earlier rows).
+
+    A column with no values on one side takes the other side's moments unchanged.
+    """
+    check_same_features(a.mean.shape[0], b.mean.shape[0])
+    count = a.count + b.count
+    weight = np.divide(b.count, count, out=np.zeros(count.shape), where=count > 0)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * weight
+    m2 = a.m2 + b.m2 + delta * delta * (a.count * weight)
+    return ColumnMoments(a.n_rows + b.n_rows, count, mean, m2)
+
+
+@dataclass(frozen=True, eq=False)
+class ColumnRange:
+    """Rows seen (NaN rows included) and the per-column min and max ignoring NaNs.
+
+    A column with no values yet has NaN bounds, which the NaN-ignoring merge
+    (``numpy.fmin``/``fmax``) treats as neutral.
+    """
+
+    n_rows: int
+    minimum: np.ndarray
+    maximum: np.ndarray
+
+
+def column_range(X: np.ndarray) -> ColumnRange:
+    """Min and max per column of a validated 2-D float chunk, skipping NaNs.
+
+    >>> r = column_range(np.array([[1.0, np.nan], [3.0, 4.0]]))
+    >>> r.minimum.tolist(), r.maximum.tolist()
+    ([1.0, 4.0], [3.0, 4.0])
+    """
+    # fmin/fmax skip NaNs and, with initial=NaN, give NaN (no warning) for a column
+    # without values and for an empty chunk.
+    return ColumnRange(
+        int(X.shape[0]),
+        np.fmin.reduce(X, axis=0, initial=np.nan),
+        np.fmax.reduce(X, axis=0, initial=np.nan),
+    )
+
+
+def merge_ranges(a: ColumnRange, b: ColumnRange) -> ColumnRange:
+    """Merge two ranges (``a`` holds the earlier rows)."""
+    # Not np.minimum as the scalers' partial_fit does: that lets a chunk whose column
+    # is all NaN turn the bound into NaN, whereas fit on all rows ignores those NaNs.
+    check_same_features(a.minimum.shape[0], b.minimum.shape[0])
+    return ColumnRange(
+        a.n_rows + b.n_rows, np.fmin(a.minimum, b.minimum), np.fmax(a.maximum, b.maximum)
+    )
+
+
+@dataclass(frozen=True)
+class ColumnMomentsOf:
+    """The :class:`ColumnMoments` of each chunk's training rows (StandardScaler's merge)."""
+
+    def chunk(self, data: TrainingChunk) -> ColumnMoments:
+        return column_moments(float_rows(data.X))
+
+    def combine(self, left: ColumnMoments, right: ColumnMoments) -> ColumnMoments:
+        return merge_column_moments(left, right)
+
+    def finalize(self, state: ColumnMoments) -> ColumnMoments:
+        return state
+
+
+@dataclass(frozen=True)
+class ColumnRangeOf:
+    """The :class:`ColumnRange` of each chunk's training rows (MinMax/MaxAbs merges)."""
+
+    def chunk(self, data: TrainingChunk) -> ColumnRange:
+        return column_range(float_rows(data.X))
+
+    def combine(self, left: ColumnRange, right: ColumnRange) -> ColumnRange:
+        return merge_ranges(left, right)
+
+    def finalize(self, state: ColumnRange) -> ColumnRange:
+        return state
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The sorted distinct labels of ``y`` over all chunks (a classifier's classes).
+
+    >>> s = LabelSet()
+    >>> s.combine(s.chunk(TrainingChunk(None, np.array([2, 0]), 0)),
+    ...           s.chunk(TrainingChunk(None, np.array([1]), 1))).tolist()
+    [0, 1, 2]
+    """
+
+    def chunk(self, data: TrainingChunk) -> np.ndarray:
+        return np.unique(np.asarray(data.y)) if data.y is not None else np.array([])
+
+    def combine(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if left.size == 0 or right.size == 0:  # an empty chunk must not change the dtype
+            return right if left.size == 0 else left
+        return np.union1d(left, right)
+
+    def finalize(self, state: np.ndarray) -> np.ndarray:
+        return state
+
+
+# ---------------------------------------------------------------- applying a model
+
+
+_OPS: dict[str, Callable[..., Any]] = {
+    "subtract": np.subtract,
+    "multiply": np.multiply,
+    "add": np.add,
+    "divide": np.divide,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Affine:
+    """A per-column affine map in NumPy: what the scalers' ``transform`` computes.
+
+    ``steps`` are in-place operations on a float copy of the chunk, in
+    order: ``(operation, operand, as_chunk_dtype)``, where the operand is
+    first cast to the chunk's dtype when ``as_chunk_dtype`` (as StandardScaler
+    does); then values are clipped to ``clip`` if given. The chunk is checked
+    as the scalers check it (2-D, ``n_features`` columns, no infinities).
+
+    >>> a = Affine(n_features=2, steps=(("subtract", np.array([1.0, 2.0]), True),))
+    >>> a(np.array([[1.0, 4.0]])).tolist()
+    [[0.0, 2.0]]
+    """
+
+    n_features: int
+    steps: tuple[tuple[str, np.ndarray, bool], ...]
+    clip: tuple[float, float] | None = None
+    who: str = "the scaler"
+
+    def __call__(self, X: Any) -> np.ndarray:
+        X = np.array(float_rows(X, self.who, self.n_features), copy=True)
+        for operation, operand, as_chunk_dtype in self.steps:
+            _OPS[operation](X, operand.astype(X.dtype) if as_chunk_dtype else operand, out=X)
+        if self.clip is not None:
+            low, high = (np.asarray(bound, dtype=X.dtype) for bound in self.clip)
+            np.clip(X, low, high, out=X)
+        return X
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int, size: int) -> Any:
+    # The file's time and size are part of the key: a worker process that
+    # outlives a run must not apply an older version of a saved model.
+    if path.endswith(".skops"):
+        import skops.io
+
+        return skops.io.load(path)
+    import joblib
+
+    return joblib.load(path)
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a model saved with joblib (``.joblib``, ``.pkl``) or skops (``.skops``).
+
+    Each process loads a file once and keeps it. skops files load only
+    types skops trusts by default; anything else is refused with the list of
+    untrusted types.
+    """
+    path = os.fspath(path)
+    info = os.stat(path)
+    return _load(path, info.st_mtime_ns, info.st_size)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelApply:
+    """``X -> getattr(model, method)(X)``, with the model loaded from ``path`` in workers.
+
+    The model travels to worker processes as its file: pickling a
+    ModelApply drops the in-memory model, and each process loads the file
+    once. ``tail`` and ``dtype`` describe one output row, for chunks with no
+    rows (which scikit-learn refuses). ``single_thread`` sets ``n_jobs=1`` on
+    a worker's copy: chunkline already runs one task per core.
+    """
+
+    method: str
+    path: str | None
+    tail: tuple[int, ...]
+    dtype: str
+    model: Any = field(default=None, repr=False)
+    single_thread: bool = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["model"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _model(self) -> Any:
+        if self.model is not None:
+            return self.model
+        assert self.path is not None
+        model = load_model(self.path)
+        if self.single_thread:
+            model.set_params(n_jobs=1)  # this process's own copy
+        return model
+
+    def __call__(self, X: Any) -> np.ndarray:
+        if np.shape(X)[0] == 0:
+            return np.empty((0, *self.tail), dtype=self.dtype)
+        return np.asarray(getattr(self._model(), self.method)(X))
+
+
+@dataclass(frozen=True)
+class EstimatorApply:
+    """A fitted model applied to a chunk: to an array as it is, or to a table's features.
+
+    On a table, the model sees the ``features`` columns (default: every
+    column but ``target``) and its output becomes the columns ``output``,
+    appended, or replacing columns of the same name. A chunk whose number of
+    features is not the model's (``n_features``) is a mistake in the spec,
+    such as applying a saved ``model`` to other data: it raises a
+    :class:`~pipeline.errors.SpecError` naming ``model`` (where it came from).
+    """
+
+    kernel: Callable[[Any], np.ndarray]
+    features: tuple[str, ...] | None = None
+    target: str | None = None
+    output: tuple[str, ...] = ()
+    n_features: int | None = None
+    model: str = "the model"
+
+    def __call__(self, data: Any) -> Any:
+        if not isinstance(data, pa.Table):
+            return self.kernel(self._checked(data))
+        names = (
+            list(self.features)
+            if self.features is not None
+            else [c for c in data.column_names if c != self.target]
+        )
+        out = self.kernel(self._checked(to_array(data, names)))
+        columns = out.reshape(len(out), -1)
+        if columns.shape[1] != len(self.output):
+            raise ValueError(
+                f"the model gives {columns.shape[1]} value(s) per row, but output names "
+                f"{len(self.output)} column(s): {list(self.output)}"
+            )
+        table = data
+        for j, name in enumerate(self.output):
+            values = pa.array(columns[:, j])
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name, values)
+            else:
+                table = table.append_column(name, values)
+        return table
+
+    def _checked(self, X: Any) -> Any:
+        width = np.shape(X)[1] if np.ndim(X) == 2 else None
+        if self.n_features is not None and width is not None and width != self.n_features:
+            raise SpecError.at(
+                "model" if self.model != "the model" else "",
+                f"{self.model} was fitted on {self.n_features} features, but its input has "
+                f"{width} columns",
+            )
+        return X
+
+
+def default_output_names(stage: str, width: int, labels: Sequence[Any] | None) -> tuple[str, ...]:
+    """Column names of a model's output on a table: the stage's name, or one per column.
+
+    >>> default_output_names("score", 1, None), default_output_names("p", 2, [0, 1])
+    (('score',), ('p_0', 'p_1'))
+    """
+    if width == 1:
+        return (stage,)
+    if labels is not None and len(labels) == width:
+        return tuple(f"{stage}_{label}" for label in labels)
+    return tuple(f"{stage}_{j}" for j in range(width))

@@ -1,0 +1,401 @@
+"""Many models trained at once on one memory-mapped copy of the data, and the best kept.
+
+A :class:`TrainMany` stage (``train_many:`` in a spec) is an estimator stage
+whose fit trains several candidates: a list of estimators, or one estimator
+over a parameter ``grid``. Its input rows are written once to a memory-mapped
+file (as for ``fit: full``); every candidate reads them from there, so each
+worker process maps the same pages instead of holding its own copy. Each
+candidate is scored on a holdout (the last rows; ``score: {holdout: 0.2}``,
+the default) or by k-fold cross-validation (``score: {cv: 5}``); the results
+table (one row per candidate: parameters, score, fit time) comes back with
+the run, and the best model is kept, saved and applied to the rows like any
+estimator stage's model.
+
+Running several models side by side only pays when each uses one core. An
+estimator that parallelizes itself (``n_jobs``, OpenMP) already keeps every
+core busy, and two of them at once only contend for the cores and the memory
+bus: 8 HistGradientBoosting fits ran 1.2x slower two at a time than one after
+the other with both cores each (``../shared/PERFORMANCE.md``, W6). So
+``split: auto`` gives such estimators all the cores, one model at a time, and
+runs other models side by side, one core each; ``explain`` says which and why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import joblib
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import KFold, ParameterGrid
+from threadpoolctl import threadpool_limits
+
+from pipeline.errors import SpecError
+from pipeline.parallel import ParallelSettings
+from pipeline.registry import did_you_mean
+from pipeline.stage import FitSchedule, Fitted
+
+from .estimators import Estimator, make_estimator, parallelizes_itself
+
+__all__ = ["Split", "TrainMany", "choose_split"]
+
+_SPLITS = ("auto", "models", "estimator")
+
+
+@dataclass(frozen=True)
+class Split:
+    """How many models run at once (``outer``), with how many threads each (``inner``)."""
+
+    outer: int
+    inner: int
+    why: str
+
+    def describe(self) -> str:
+        """e.g. ``1 model at a time x 2 threads each``."""
+        models = "1 model at a time" if self.outer == 1 else f"{self.outer} models at a time"
+        return f"{models} x {self.inner} thread{'s' if self.inner != 1 else ''} each ({self.why})"
+
+
+def choose_split(candidates: Sequence[BaseEstimator], cores: int, split: str = "auto") -> Split:
+    """Outer (models side by side) or inner (each model's own threads) parallelism.
+
+    >>> from sklearn.ensemble import HistGradientBoostingRegressor
+    >>> from sklearn.linear_model import Ridge
+    >>> choose_split([HistGradientBoostingRegressor()] * 8, 2).describe()
+    '1 model at a time x 2 threads each (HistGradientBoostingRegressor runs OpenMP threads: \
+side by side, models would only contend for the cores)'
+    >>> choose_split([Ridge()] * 8, 2).describe()
+    '2 models at a time x 1 thread each (Ridge uses one core: models run side by side)'
+    """
+    cores = max(1, cores)
+    reasons = [parallelizes_itself(c) for c in candidates]
+    kind = type(candidates[0]).__name__
+    if split == "estimator" or (split == "auto" and all(reasons)):
+        why = "as the spec says"
+        if split == "auto":
+            itself = str(reasons[0]).removeprefix("it ")
+            why = f"{kind} {itself}: side by side, models would only contend for the cores"
+        return Split(1, cores, why)
+    outer = min(cores, len(candidates))
+    why = (
+        "as the spec says"
+        if split == "models"
+        else f"{kind} uses one core: models run side by side"
+    )
+    return Split(outer, max(1, cores // outer), why)
+
+
+def _candidates_of(value: Any, params: Mapping[str, Any], grid: Any) -> list[BaseEstimator]:
+    """The unfitted candidate estimators a ``train_many`` names."""
+    if isinstance(value, (str, type)) or hasattr(value, "get_params"):
+        base, _ = make_estimator(value, params)
+        if grid is None:
+            return [base]
+        try:
+            settings = list(ParameterGrid(grid))
+        except (TypeError, ValueError) as exc:
+            raise SpecError.at("grid", f"{exc}") from None
+        candidates = []
+        for setting in settings:
+            try:
+                candidates.append(make_estimator(base, setting)[0])
+            except SpecError as exc:
+                raise exc.prefixed("grid") from None
+        return candidates
+    if grid is not None:
+        raise SpecError.at("grid", "only with a single estimator (give each candidate its params)")
+    if isinstance(value, Sequence) and not isinstance(value, str) and value:
+        candidates = []
+        for i, item in enumerate(value):
+            target, own = item, dict[str, Any]()
+            if isinstance(item, Mapping):
+                unknown = [k for k in item if k not in ("sklearn", "params")]
+                if unknown or "sklearn" not in item:
+                    raise SpecError.at(
+                        f"train_many[{i}]",
+                        "expected {sklearn: <estimator>, params: {...}}, an import string "
+                        f"or an estimator, got {dict(item)!r}",
+                    )
+                target, own = item["sklearn"], item.get("params") or {}
+            try:
+                candidates.append(make_estimator(target, {**params, **own})[0])
+            except SpecError as exc:
+                raise exc.prefixed(f"train_many[{i}]") from None
+        return candidates
+    raise SpecError.at(
+        "train_many", f"expected an estimator or a non-empty list of them, got {value!r}"
+    )
+
+
+def _score_rule(score: Any) -> tuple[str, float | int]:
+    if not isinstance(score, Mapping) or len(score) != 1:
+        raise SpecError.at("score", f"expected {{holdout: 0.2}} or {{cv: 5}}, got {score!r}")
+    ((how, value),) = score.items()
+    if how == "holdout":
+        ok = isinstance(value, float) and 0 < value < 1
+        return (how, value) if ok else _bad("score.holdout", "a fraction between 0 and 1", value)
+    if how == "cv":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 2
+        return (how, value) if ok else _bad("score.cv", "an integer of at least 2", value)
+    hint = did_you_mean(str(how), ("holdout", "cv"))
+    raise SpecError.at(f"score.{how}", f"unknown way to score{hint}; use holdout or cv")
+
+
+def _bad(where: str, expected: str, value: Any) -> Any:
+    raise SpecError.at(where, f"expected {expected}, got {value!r}")
+
+
+def _fit_one(
+    estimator: BaseEstimator,
+    X: Any,
+    y: Any,
+    rows: tuple[Any, Any],
+    threads: int,
+    scorer: Any,
+) -> tuple[BaseEstimator, float, float]:
+    """Fit one candidate on rows ``rows[0]`` with ``threads`` threads; score it on ``rows[1]``.
+
+    Runs in a worker: ``X`` arrives as a reference to the memory-mapped file,
+    and a fold's rows are taken here (a slice is a view; indices copy).
+    """
+    started = time.perf_counter()
+    train, test = rows
+    if estimator.get_params(deep=False).get("n_jobs", 0) is None:
+        estimator.set_params(n_jobs=threads)
+    with threadpool_limits(threads):
+        X_train, y_train = _rows(X, train), _rows(y, train)
+        estimator.fit(X_train) if y is None else estimator.fit(X_train, y_train)
+        seconds = time.perf_counter() - started
+        score = np.nan
+        if test is not None:
+            X_test, y_test = _rows(X, test), _rows(y, test)
+            score = float(
+                scorer(estimator, X_test, y_test) if scorer else estimator.score(X_test, y_test)
+            )
+    return estimator, seconds, score
+
+
+@dataclass(frozen=True)
+class TrainMany(Estimator):
+    """Train several models on the same rows, score them, keep and apply the best.
+
+    Parameters
+    ----------
+    estimator
+        One estimator (import string, class or instance) with a ``grid``, or
+        a list of candidates (each an estimator, or ``{sklearn: ..., params: ...}``).
+    grid
+        Parameters to search (scikit-learn's ``ParameterGrid``: a mapping of
+        lists, or a list of them); ``params`` are shared by every candidate.
+    score
+        ``{"holdout": 0.2}`` (default: train on the first 80% of the rows,
+        score on the last 20%, no copies) or ``{"cv": k}`` (k-fold
+        cross-validation; each fold's training rows are copied; the best
+        candidate is then refitted on all rows).
+    scoring
+        A scikit-learn scorer name (``"r2"``, ``"roc_auc"``...); default the
+        estimator's own ``score``.
+    refit
+        With a holdout, refit the best candidate on all rows (default: keep it
+        as trained).
+    split
+        ``auto``, ``models`` (several models at once, one core each) or
+        ``estimator`` (one model at a time, with every core).
+
+    Other parameters are those of :class:`~stages.estimators.Estimator`.
+
+    Examples
+    --------
+    >>> stage = TrainMany("sklearn.linear_model.Ridge", grid={"alpha": [0.1, 1.0]}, name="m")
+    >>> [c.alpha for c in stage.candidates]
+    [0.1, 1.0]
+    """
+
+    spec_keys: ClassVar[tuple[str, ...]] = (
+        "train_many",
+        "name",
+        "params",
+        "grid",
+        "score",
+        "scoring",
+        "refit",
+        "split",
+        "apply",
+        "features",
+        "target",
+        "output",
+        "n_jobs",
+        "backend",
+    )
+
+    grid: Any = field(default=None, kw_only=True)
+    score: Mapping[str, Any] = field(default_factory=lambda: {"holdout": 0.2}, kw_only=True)
+    scoring: str | None = field(default=None, kw_only=True)
+    refit: bool = field(default=False, kw_only=True)
+    split: str = field(default="auto", kw_only=True)
+    candidates: tuple[BaseEstimator, ...] = field(default=(), init=False, compare=False, repr=False)
+
+    @classmethod
+    def from_spec(cls, mapping: Mapping[str, Any]) -> TrainMany:
+        """The stage from its spec mapping (``{"train_many": ..., "grid": ...}``)."""
+        fields = dict(mapping)
+        return cls(fields.pop("train_many", None), **fields)
+
+    def _resolve_estimator(self) -> None:
+        if self.estimator is None:
+            raise SpecError.at("train_many", "give an estimator (with a grid) or a list of them")
+        candidates = _candidates_of(self.estimator, self.params, self.grid)
+        _score_rule(self.score)
+        if self.split not in _SPLITS:
+            hint = did_you_mean(str(self.split), _SPLITS)
+            raise SpecError.at(
+                "split", f"expected one of {', '.join(_SPLITS)}, got {self.split!r}{hint}"
+            )
+        if not isinstance(self.refit, bool):
+            raise SpecError.at("refit", f"expected true or false, got {self.refit!r}")
+        if self.scoring is not None:
+            try:
+                get_scorer(self.scoring)
+            except ValueError as exc:
+                raise SpecError.at("scoring", str(exc).splitlines()[0]) from None
+        self._set(
+            candidates=tuple(candidates),
+            unfitted=candidates[0],
+            target_name=self.estimator if isinstance(self.estimator, str) else "",
+            params=dict(self.params),
+            name=self.name or "train_many",
+        )
+
+    def _resolve_strategy(self) -> None:
+        if self.fit != "auto" or self.model is not None:
+            raise SpecError.at("fit", "train_many always fits its candidates on all rows at once")
+        self._set(strategy="full", why="every candidate reads the memory-mapped rows")
+
+    def chunk_state(self) -> None:
+        return None
+
+    def schedule(self) -> FitSchedule:
+        return FitSchedule(strategy="full")
+
+    def fit_rows(self, X: Any, y: Any, parallel: ParallelSettings) -> Fitted:
+        split = choose_split(self.candidates, parallel.n_workers, self.split)
+        how, amount = _score_rule(self.score)
+        scorer = get_scorer(self.scoring) if self.scoring else None
+        folds = self._folds(X.shape[0], how, amount)
+        jobs = [(i, fold) for i in range(len(self.candidates)) for fold in folds]
+        # Runs inside the pass's parallel_config (see FitRun): joblib hands the
+        # workers the memmap as a reference to its file, not a copy.
+        done = joblib.Parallel(n_jobs=split.outer)(
+            joblib.delayed(_fit_one)(clone(self.candidates[i]), X, y, fold, split.inner, scorer)
+            for i, fold in jobs
+        )
+        rows = self._trials(jobs, done)
+        best = max(range(len(rows)), key=lambda i: rows[i]["score"])
+        model = done[best * len(folds)][0]
+        if how == "cv" or self.refit:
+            everything = (slice(None), None)
+            model = _fit_one(
+                clone(self.candidates[best]), X, y, everything, parallel.n_workers, None
+            )[0]
+        for i, row in enumerate(rows):
+            row["best"] = i == best
+        return Fitted(
+            model=model,
+            trials=tuple(rows),
+            detail=f"{len(self.candidates)} candidates, {split.describe()}",
+        )
+
+    def _folds(self, n: int, how: str, amount: float | int) -> list[tuple[Any, Any]]:
+        if how == "holdout":
+            cut = n - max(1, round(n * amount))
+            if cut < 1:
+                raise ValueError(f"{n} rows are too few for a holdout of {amount}")
+            return [(slice(0, cut), slice(cut, n))]
+        return list(KFold(n_splits=int(amount)).split(np.zeros(n)))
+
+    def _trials(self, jobs: list[Any], done: list[Any]) -> list[dict[str, Any]]:
+        varying = sorted({k for c in self.candidates for k in _differences(c, self.candidates)})
+        rows = []
+        for i, candidate in enumerate(self.candidates):
+            mine = [d for job, d in zip(jobs, done, strict=True) if job[0] == i]
+            params = candidate.get_params(deep=False)
+            rows.append(
+                {
+                    "candidate": i,
+                    "estimator": type(candidate).__name__,
+                    **{k: params.get(k) for k in varying},
+                    "score": float(np.mean([d[2] for d in mine])),
+                    "fit_seconds": float(sum(d[1] for d in mine)),
+                }
+            )
+        return rows
+
+    def save_model(self, fitted: Fitted, folder: Any) -> list[tuple[str, str]]:
+        import os
+
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        from pipeline.sinks import temporary_sibling
+
+        pairs = super().save_model(fitted, folder)
+        final = os.path.join(os.fspath(folder), f"{self.name}-trials.csv")
+        path = temporary_sibling(final)
+        pacsv.write_csv(pa.Table.from_pylist(list(fitted.trials or ())), path)
+        return [*pairs, (path, final)]
+
+    def describe_fit(self, parallel: ParallelSettings) -> str:
+        how, amount = _score_rule(self.score)
+        kinds = sorted({type(c).__name__ for c in self.candidates})
+        scored = (
+            f"fitted on the first {1 - amount:.0%} of the rows and scored on the rest"
+            if how == "holdout"
+            else f"{amount}-fold cross-validated, the best refitted on all rows"
+        )
+        split = choose_split(self.candidates, parallel.n_workers, self.split)
+        return (
+            f"{self.name!r}: {len(self.candidates)} candidates ({', '.join(kinds)}) on one "
+            f"memory-mapped copy of the rows, {scored} ({self.scoring or 'their own score'}); "
+            f"{split.describe()}; keeps the best, then {self.method} on threads"
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        if not self.target_name:
+            raise TypeError(
+                f"stage {self.name!r} was built from estimator objects; only an import string "
+                "can be written as a spec"
+            )
+        spec: dict[str, Any] = {"name": self.name, "train_many": self.target_name}
+        for key in ("params", "grid", "scoring", "apply", "features", "target", "output"):
+            value = getattr(self, key)
+            if value:
+                spec[key] = list(value) if isinstance(value, tuple) else value
+        if dict(self.score) != {"holdout": 0.2}:
+            spec["score"] = dict(self.score)
+        for key, default in (
+            ("refit", False),
+            ("split", "auto"),
+            ("n_jobs", None),
+            ("backend", None),
+        ):
+            if getattr(self, key) != default:
+                spec[key] = getattr(self, key)
+        return spec
+
+
+def _differences(candidate: BaseEstimator, all_candidates: Sequence[BaseEstimator]) -> list[str]:
+    """Parameters of ``candidate`` that differ between candidates of its class."""
+    mine = candidate.get_params(deep=False)
+    same = [c for c in all_candidates if type(c) is type(candidate)]
+    return [k for k, v in mine.items() if any(c.get_params(deep=False).get(k) != v for c in same)]
+
+
+def _rows(data: Any, which: Any) -> Any:
+    """Rows of ``X`` or ``y`` (a slice: a view of the memmap; indices: a copy)."""
+    if data is None or which is None:
+        return None
+    return data[which]
