@@ -181,6 +181,7 @@ class Pipeline:
         n_jobs: int | None = None,
         backend: str | None = None,
         progress: bool | None = None,
+        output: bool = True,
     ) -> RunResult:
         """Run the pipeline.
 
@@ -192,6 +193,10 @@ class Pipeline:
         progress
             Show a progress bar per pass; by default only when stdout is a
             terminal.
+        output
+            ``False``: do not return the data in memory (a sink without data
+            files), e.g. when the run is for its fitted models or reductions;
+            passes that would only produce it are skipped.
 
         Raises
         ------
@@ -204,7 +209,7 @@ class Pipeline:
         _on_sys_path(self.search_path)
         with Workspace(self.workspace) as workspace:
             opened = self.source.open(workspace)
-            plan = build_plan(self, opened, n_jobs=n_jobs, backend=backend)
+            plan = build_plan(self, opened, n_jobs=n_jobs, backend=backend, output=output)
             out = execute_plan(
                 plan,
                 opened,

@@ -490,7 +490,9 @@ def reads_output_of(after: PassPlan) -> bool:
     return after.output == "workspace"
 
 
-def _shapes(pipeline: Pipeline, settings_of: Callable[[Stage], Any]) -> list[_Shape]:
+def _shapes(
+    pipeline: Pipeline, settings_of: Callable[[Stage], Any], output: bool = True
+) -> list[_Shape]:
     """Cut the stages into passes: at fits, at changes of parallel settings, at halos."""
     overlap = pipeline.chunks.overlap
 
@@ -532,7 +534,7 @@ def _shapes(pipeline: Pipeline, settings_of: Callable[[Stage], Any]) -> list[_Sh
     # The last stage changing data feeds the sink; a pass that only recomputes
     # and applies a model nobody reads is dropped.
     writes_data = pipeline.sink.has_data or (
-        pipeline.sink.in_memory and any(s.changes_data for s in pipeline.stages)
+        output and pipeline.sink.in_memory and any(s.changes_data for s in pipeline.stages)
     )
     last = shapes[-1] if shapes else None
     if (
@@ -671,8 +673,12 @@ def build_plan(
     *,
     n_jobs: int | None = None,
     backend: str | None = None,
+    output: bool = True,
 ) -> Plan:
     """Compile ``pipeline`` over an opened source, probing every stage it can.
+
+    With ``output=False`` and a sink that writes no data file, the data
+    output is not produced: passes that nothing reads are left out.
 
     Passes after a fit not done yet are probed as far as possible (see
     :func:`realize_pass`); the executor probes them again before they run.
@@ -688,7 +694,7 @@ def build_plan(
             stage.backend if stage.backend is not None else default_backend,
         )
 
-    shapes = _shapes(pipeline, settings_of)
+    shapes = _shapes(pipeline, settings_of, output)
     plan = Plan(
         name=pipeline.name,
         source=pipeline.source.describe(),

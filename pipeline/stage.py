@@ -546,8 +546,8 @@ class Fit(Stage):
         """
         raise NotImplementedError
 
-    def saved_model(self) -> tuple[Any, str]:
-        """The saved model to apply and its file, when ``schedule()`` is ``None``."""
+    def saved_model(self) -> tuple[Any, str | None]:
+        """The saved model to apply and its file (if any), when ``schedule()`` is ``None``."""
         raise NotImplementedError
 
     def applier(self, model: Any, model_path: str | None) -> Callable[[Any], Any]:

@@ -213,8 +213,8 @@ class Estimator(Fit):
         or replacing columns of the same name). Default: the stage's name
         for one value per row, else ``<name>_<class>`` or ``<name>_<j>``.
     model
-        A model saved by an earlier run (``.joblib`` or ``.skops``): apply it
-        without fitting.
+        A model saved by an earlier run (``.joblib`` or ``.skops`` file), or a
+        fitted estimator object: apply it without fitting.
     epochs, shuffle_chunks, seed, classes
         ``partial_fit``: passes over the chunks; chunks of each epoch in a
         random order from ``seed``; a classifier's classes (found in a first
@@ -258,7 +258,7 @@ class Estimator(Fit):
     features: Sequence[str] | None = field(default=None, kw_only=True)
     target: str | None = field(default=None, kw_only=True)
     output: Sequence[str] | None = field(default=None, kw_only=True)
-    model: str | os.PathLike[str] | None = field(default=None, kw_only=True)
+    model: Any = field(default=None, kw_only=True)
     epochs: int = field(default=1, kw_only=True)
     shuffle_chunks: bool = field(default=False, kw_only=True)
     seed: int = field(default=0, kw_only=True)
@@ -296,9 +296,13 @@ class Estimator(Fit):
 
     def _resolve_estimator(self) -> None:
         if self.model is not None:
-            if not isinstance(self.model, (str, os.PathLike)) or not os.fspath(self.model):
-                raise SpecError.at("model", f"expected a file path, got {self.model!r}")
-            self._set(model=os.fspath(self.model))
+            if isinstance(self.model, os.PathLike):
+                self._set(model=os.fspath(self.model))
+            fitted = hasattr(self.model, "get_params") and not isinstance(self.model, type)
+            if not fitted and (not isinstance(self.model, str) or not self.model):
+                raise SpecError.at(
+                    "model", f"expected a model file or a fitted estimator, got {self.model!r}"
+                )
             if self.params:
                 raise SpecError.at("params", "a saved model (model:) is applied as it was saved")
             if self.estimator is None:
@@ -452,9 +456,12 @@ class Estimator(Fit):
             model.partial_fit(X, y, **kwargs)
         return model
 
-    def saved_model(self) -> tuple[Any, str]:
+    def saved_model(self) -> tuple[Any, str | None]:
         assert self.model is not None
-        path = os.fspath(self.model)
+        if not isinstance(self.model, str):  # a fitted estimator object
+            self._check_saved(self.model, "the model given")
+            return self.model, None
+        path = self.model
         if not os.path.isfile(path):
             raise SourceError(f"stage {self.name!r}: model file not found: {path}")
         try:
@@ -463,15 +470,18 @@ class Estimator(Fit):
             raise SourceError(
                 f"stage {self.name!r}: cannot load the model in {path}: {type(exc).__name__}: {exc}"
             ) from exc
+        self._check_saved(model, path)
+        return model, path
+
+    def _check_saved(self, model: Any, where: str) -> None:
         if self.unfitted is not None and not isinstance(model, type(self.unfitted)):
             raise SpecError.at(
                 f"stage {self.name!r}.model",
-                f"{path} holds a {type(model).__name__}, not a {type(self.unfitted).__name__}",
+                f"{where} holds a {type(model).__name__}, not a {type(self.unfitted).__name__}",
             )
         method = self.method or _default_method(model)
         if not hasattr(model, method):
             raise SpecError.at(f"stage {self.name!r}.apply", f"{model!r} has no {method}")
-        return model, path
 
     def threaded_apply(self, model: Any) -> bool:
         # scikit-learn's predict and transform spend their time in NumPy, BLAS or
@@ -508,7 +518,7 @@ class Estimator(Fit):
             self.target,
             tuple(output),
             n_features,
-            f"model {self.model}" if self.model is not None else f"the model of {self.name!r}",
+            f"model {self.model}" if isinstance(self.model, str) else f"the model of {self.name!r}",
         )
 
     def save_model(self, fitted: Fitted, folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
@@ -598,6 +608,8 @@ class Estimator(Fit):
             if value is not None and value != default and value != {}:
                 spec[key] = list(value) if isinstance(value, tuple) else value
         if self.model is not None:
+            if not isinstance(self.model, str):
+                raise TypeError(f"stage {self.name!r} applies a model object, not a file")
             spec["model"] = self.model
         return spec
 
