@@ -8,6 +8,10 @@ targets.npy   50,000 int64 class labels (0, 1, 2) aligned with features.npy.
 events/       a Parquet dataset of 30,000 events, hive-partitioned by day
               (day=1..3), two files per day, row groups of 2,500 rows: id (int64),
               a, b, c, d (float64, a few nulls in c) and cat (string, 5 values).
+customers.npy 20,000 x 12 float64 customer features on different scales, no
+              missing values: for the scikit-learn examples.
+churned.npy   20,000 int64 labels (1 = churned) aligned with customers.npy,
+              drawn from a logistic model of a few of the features.
 """
 
 import shutil
@@ -31,6 +35,18 @@ def main() -> None:
     np.save(HERE / "features.npy", x)
     np.save(HERE / "targets.npy", y)
     make_events(rng)
+    make_customers(np.random.default_rng(20261201))
+
+
+def make_customers(rng: np.random.Generator) -> None:
+    n, d = 20_000, 12
+    scales = np.array([1.0, 5.0, 0.1, 20.0, 2.0, 1.0, 50.0, 3.0, 1.0, 0.5, 10.0, 1.0])
+    x = rng.normal(size=(n, d)) * scales + rng.normal(scale=10, size=d)
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    logit = 1.5 * z[:, 0] - 2.0 * z[:, 3] + z[:, 5] * z[:, 6] - 0.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    np.save(HERE / "customers.npy", x)
+    np.save(HERE / "churned.npy", y)
 
 
 def make_events(rng: np.random.Generator) -> None:

@@ -596,28 +596,14 @@ def realize_pass(
         stages, replayed = stages[replayed:], 0
     stages = [models.get(s.fit.name, s) if isinstance(s, PendingApply) else s for s in stages]
     fit = shape.fit
-    if fit is not None:
-        # The fit reads the rows back, and they must be written, unless they
-        # are this pass's input rows as they are (arrays, nothing before the feed).
-        schedule = fit.schedule()
-        assert schedule is not None
-        needs_rows = schedule.strategy in ("partial_fit", "full")
-        untouched = isinstance(probe.data, np.ndarray) and not any(
-            s.changes_data for s in stages[:-1]
-        )
-        feed = stages[-1]
-        assert isinstance(feed, Feed)
-        stages[-1] = replace(feed, writes=needs_rows and not untouched)
+    stages = _with_feed_decided(stages, fit, isinstance(probe.data, np.ndarray))
     input_meta, metas, out = probe_stages(stages, probe.data, probe.y)
     output_meta = metas[-1] if metas else input_meta
-    sees_array = isinstance(input_meta, ArrayMeta)
-    for stage, meta in zip(stages[:-1], metas[:-1], strict=False):
-        if meta is not None:
-            sees_array = isinstance(meta, ArrayMeta)
-        elif not isinstance(stage, PendingApply):
-            sees_array = False  # unknown: a later map may turn it into a table
+    kinds = [None if m is None else isinstance(m, ArrayMeta) for m in (input_meta, *metas)]
     output = shape.output
-    if output == "workspace" and not any(s.changes_data for s in stages):
+    if fit is not None:  # a fit pass hands on its training rows, whatever comes after
+        output = "workspace" if _feed_writes(stages) else "none"
+    elif output == "workspace" and not any(s.changes_data for s in stages):
         output = "none"
     if output in ("sink", "memory") and output_meta is not None:
         _check_sink_fits(plan.sink_spec, output_meta)
@@ -662,9 +648,47 @@ def realize_pass(
         y_meta=None if out is None or out.y is None else meta_of(np.asarray(out.y)),
         after=-1 if after is None else after.index,
         reads_output=reads_output,
-        fit_sees_array=fit is not None and sees_array,
+        fit_sees_array=fit is not None and _sees_array(stages, kinds),
     )
     return realized, out
+
+
+def _feed_writes(stages: Sequence[Stage]) -> bool:
+    return bool(stages) and isinstance(stages[-1], Feed) and stages[-1].writes
+
+
+def _with_feed_decided(stages: list[Stage], fit: Fit | None, array_input: bool) -> list[Stage]:
+    """Set whether the pass's Feed writes the training rows for the parent to read back.
+
+    The fit reads the rows back (``partial_fit``, ``full``), and they must be
+    written, unless they are the pass's input rows as they are: arrays, with
+    nothing before the feed that changes them.
+    """
+    if fit is None:
+        return stages
+    schedule = fit.schedule()
+    assert schedule is not None
+    needs_rows = schedule.strategy in ("partial_fit", "full")
+    untouched = array_input and not any(s.changes_data for s in stages[:-1])
+    feed = stages[-1]
+    assert isinstance(feed, Feed)
+    return [*stages[:-1], replace(feed, writes=needs_rows and not untouched)]
+
+
+def _sees_array(stages: Sequence[Stage], kinds: Sequence[bool | None]) -> bool:
+    """Whether the rows reaching the last stage (a Feed) are an array.
+
+    ``kinds`` says for the input and after each stage whether the rows are an
+    array (``None``: not probed). Applying a model that is not fitted yet
+    keeps arrays arrays; other unprobed stages leave it unknown (not an array).
+    """
+    array = bool(kinds[0])
+    for stage, kind in zip(stages[:-1], kinds[1:-1], strict=True):
+        if kind is not None:
+            array = kind
+        elif not isinstance(stage, PendingApply):
+            array = False
+    return array
 
 
 def build_plan(
@@ -775,14 +799,24 @@ def _unknown(
 ) -> PassPlan:
     """A pass whose input depends on a model not fitted yet: settings only."""
     reads_output = after is not None and reads_output_of(after)
-    stages = planned.stages[planned.replayed :] if reads_output else planned.stages
+    stages = list(planned.stages[planned.replayed :] if reads_output else planned.stages)
     first = planned.stages[planned.replayed] if planned.stages else None
+    # Its input is unknown, but an array if it reads rows a fit pass wrote.
+    array_input = reads_output and after is not None and after.fit is not None
+    stages = _with_feed_decided(stages, planned.fit, array_input)
+    kinds = [array_input, *([None] * len(stages))]
     return replace(
         planned,
-        stages=stages,
+        stages=tuple(stages),
         stage_metas=(None,) * len(stages),
         replayed=0 if reads_output else planned.replayed,
+        output=(
+            ("workspace" if _feed_writes(stages) else "none")
+            if planned.fit is not None
+            else planned.output
+        ),
         parallel=resolve_parallel(*settings_of(first)),
         after=-1 if after is None else after.index,
         reads_output=reads_output,
+        fit_sees_array=planned.fit is not None and _sees_array(stages, kinds),
     )

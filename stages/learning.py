@@ -135,6 +135,12 @@ class FeatureRows:
         if isinstance(data, pa.Table):
             X, y = self._from_table(data)
         else:
+            if self.features is not None or self.target is not None:
+                raise SpecError.at(
+                    "features" if self.features is not None else "target",
+                    "only for table input; with arrays, the chunk's columns are the features "
+                    "and source.y the target",
+                )
             X = np.asarray(data)
             if X.ndim != 2:
                 raise ValueError(
@@ -142,9 +148,10 @@ class FeatureRows:
                     f"{X.shape}"
                 )
         if self.needs_y and y is None:
-            raise ValueError(
+            raise SpecError.at(
+                "target",
                 f"{self.who} learns from targets y: give source.y (an aligned .npy) for "
-                "array sources, or target: <column> for tables"
+                "array sources, or target: <column> for tables",
             )
         check_finite(X, self.allow_nan, self.who)
         if self.classes is not None and y is not None and len(y):
@@ -467,7 +474,7 @@ class EstimatorApply:
             else [c for c in data.column_names if c != self.target]
         )
         out = self.kernel(self._checked(to_array(data, names)))
-        columns = out.reshape(len(out), -1)
+        columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
         if columns.shape[1] != len(self.output):
             raise ValueError(
                 f"the model gives {columns.shape[1]} value(s) per row, but output names "

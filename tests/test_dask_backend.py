@@ -93,3 +93,39 @@ def test_dask_backend_from_the_callers_parallel_config(cluster, source, tmp_path
     assert np.array_equal(result.output, expected.output, equal_nan=True)
     assert np.array_equal(result.y, expected.y)
     assert_identical(result.reductions, expected.reductions)
+
+
+def test_estimator_stages_on_the_dask_backend_fit_and_apply_as_with_one_job(
+    cluster, source, tmp_path
+):
+    # Every fit strategy's worker side runs on the cluster: merge statistics,
+    # rows written for partial_fit, and models applied from the workspace file.
+    stages = [
+        Filter("finite_rows"),
+        {"sklearn": "sklearn.preprocessing.StandardScaler", "name": "scale"},
+        {
+            "sklearn": "sklearn.decomposition.IncrementalPCA",
+            "params": {"n_components": 2},
+            "name": "pca",
+        },
+        {"sklearn": "sklearn.naive_bayes.GaussianNB", "apply": "predict_proba", "name": "nb"},
+    ]
+
+    def fit(**parallel: Any) -> RunResult:
+        source_y = {**source, "y": source["y"]}
+        y = np.load(source["y"]) % 3
+        np.save(tmp_path / "labels.npy", y)
+        source_y["y"] = str(tmp_path / "labels.npy")
+        return Pipeline(source_y, stages, chunks=32, workspace=tmp_path / "ws").run(
+            progress=False, **parallel
+        )
+
+    expected = fit(n_jobs=1)
+    with distributed.Client(cluster):
+        result = fit(backend="dask")
+    assert result.report.passes[0].parallel.endswith("on daskdistributed, 1 BLAS thread each")
+    np.testing.assert_array_equal(result.output, expected.output)
+    np.testing.assert_array_equal(
+        result.models["pca"].components_, expected.models["pca"].components_
+    )
+    np.testing.assert_array_equal(result.models["nb"].theta_, expected.models["nb"].theta_)

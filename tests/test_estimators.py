@@ -1,0 +1,497 @@
+"""Oracle tests of scikit-learn stages: chunked fits and applies against plain scikit-learn.
+
+Each fit strategy is compared with what a user would write by hand:
+``merge`` with ``fit`` on all rows (to floating-point rounding, since the
+statistics merge in another order), ``partial_fit`` with a loop over the same
+chunks in the same order (bit for bit), ``full`` with ``fit`` on all rows (bit
+for bit), ``sample`` with ``fit`` on the sampled rows. Applies are compared
+with the fitted model's own method on all rows, bit for bit. Results must not
+depend on ``n_jobs`` or the backend. Everything runs on real files, real
+worker processes and real scikit-learn estimators.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import IncrementalPCA
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, SGDClassifier, SGDRegressor
+from sklearn.naive_bayes import GaussianNB, MultinomialNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
+
+from pipeline import ArraySource, Filter, Map, Pipeline, Reduce, RunResult
+from stages import Estimator, learning
+from stages.estimators import _lowered
+
+N, D = 240, 5
+CHUNKS = [40, 70, N + 10]  # 40 divides N; 70 does not; N + 10 is one chunk
+SEQUENTIAL = {"n_jobs": 1, "backend": "sequential"}
+THREADS = {"n_jobs": 2, "backend": "threading"}
+LOKY = {"n_jobs": 2, "backend": "loky"}
+SETTINGS = [
+    pytest.param(SEQUENTIAL, id="sequential"),
+    pytest.param(THREADS, id="threads"),
+    pytest.param(LOKY, id="loky"),
+]
+
+
+def make_xy(
+    rng: np.random.Generator, n: int = N, classes: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.standard_normal((n, D)) * np.arange(1, D + 1) + np.arange(D)
+    y = (X[:, 0] + X[:, 1] > 1).astype(np.int64) + (X[:, 2] > 2) * (classes > 2)
+    return X, y
+
+
+def run(source: Any, stages: list[Any], tmp_path: Path, **kwargs: Any) -> RunResult:
+    """Run with the workspace under tmp_path, and check it is left empty."""
+    workspace = tmp_path / "ws"
+    result = Pipeline(source, stages, workspace=workspace, **kwargs).run(progress=False)
+    assert os.listdir(workspace) == []
+    return result
+
+
+def assert_same_params(actual: Any, expected: Any, names: list[str]) -> None:
+    for name in names:
+        np.testing.assert_array_equal(getattr(actual, name), getattr(expected, name), err_msg=name)
+
+
+# ---------------------------------------------------------------- merge
+
+
+MERGED = [
+    (StandardScaler(), ["mean_", "var_", "scale_"]),
+    (MinMaxScaler(feature_range=(-1, 2)), ["data_min_", "data_max_", "scale_", "min_"]),
+    (MaxAbsScaler(), ["max_abs_", "scale_"]),
+    (GaussianNB(), ["theta_", "var_", "class_prior_"]),
+]
+
+
+@pytest.mark.parametrize(("estimator", "learned"), MERGED, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+@pytest.mark.parametrize("parallel", SETTINGS)
+def test_merge_equals_fit_on_all_rows(rng, tmp_path, estimator, learned, chunk_rows, parallel):
+    X, y = make_xy(rng)
+    result = run(
+        ArraySource(X, y),
+        [Estimator(estimator, fit="merge", name="m")],
+        tmp_path,
+        chunks=chunk_rows,
+        **parallel,
+    )
+    model = result.models["m"]
+    expected = estimator.fit(X, y)
+    for name in learned:
+        np.testing.assert_allclose(getattr(model, name), getattr(expected, name), rtol=1e-12)
+    # The output is the merged model applied to every row, bit for bit.
+    method = "predict" if isinstance(estimator, GaussianNB) else "transform"
+    np.testing.assert_array_equal(result.output, getattr(model, method)(X))
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_merge_result_is_the_same_for_every_n_jobs_and_backend(rng, tmp_path, chunk_rows):
+    X, y = make_xy(rng)
+    models = [
+        run(
+            ArraySource(X, y),
+            [Estimator(GaussianNB(), name="nb")],
+            tmp_path,
+            chunks=chunk_rows,
+            **parallel,
+        ).models["nb"]
+        for parallel in (SEQUENTIAL, THREADS, LOKY)
+    ]
+    for model in models[1:]:
+        assert_same_params(model, models[0], ["theta_", "var_", "class_count_"])
+
+
+def test_merge_of_counts_multinomial_nb(rng, tmp_path):
+    X = rng.poisson(3.0, (N, D)).astype(np.float64)
+    y = rng.integers(0, 4, N)
+    result = run(ArraySource(X, y), [Estimator(MultinomialNB(), name="nb")], tmp_path, chunks=70)
+    expected = MultinomialNB().fit(X, y)
+    np.testing.assert_allclose(result.models["nb"].feature_log_prob_, expected.feature_log_prob_)
+    np.testing.assert_array_equal(result.output, expected.predict(X))
+
+
+# ---------------------------------------------------------------- the scalers' NumPy kernels
+
+
+@pytest.mark.parametrize(
+    "scaler",
+    [
+        StandardScaler(),
+        StandardScaler(with_mean=False),
+        StandardScaler(with_std=False),
+        MinMaxScaler(),
+        MinMaxScaler(feature_range=(-3, 1), clip=True),
+        MaxAbsScaler(),
+        MaxAbsScaler(clip=True),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+def test_numpy_kernel_is_bitwise_scikit_learns_transform(rng, scaler, dtype):
+    X = (rng.standard_normal((50, D)) * 100).astype(dtype)
+    model = scaler.fit(X[:30])
+    kernel = _lowered(model, "transform")
+    assert kernel is not None
+    got, expected = kernel(X), model.transform(X)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_numpy_kernel_rejects_what_the_scaler_rejects(rng):
+    model = StandardScaler().fit(rng.standard_normal((10, 3)))
+    kernel = _lowered(model, "transform")
+    assert kernel is not None
+    with pytest.raises(ValueError, match="X has 2 features, but StandardScaler is expecting 3"):
+        kernel(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="Input X contains infinity in column 1"):
+        kernel(np.array([[0.0, np.inf, 0.0]]))
+    assert np.isnan(kernel(np.array([[np.nan, 0.0, 0.0]]))[0, 0])  # NaN passes, as in sklearn
+
+
+def test_models_without_a_kernel_are_called_as_they_are():
+    assert _lowered(StandardScaler().fit(np.ones((3, 2))), "inverse_transform") is None
+    assert _lowered(GaussianNB().fit(np.ones((2, 2)), [0, 1]), "predict") is None
+
+
+# ---------------------------------------------------------------- partial_fit
+
+
+def partial_fit_loop(estimator: Any, X: np.ndarray, y: Any, chunk_rows: int, **first: Any) -> Any:
+    for start in range(0, len(X), chunk_rows):
+        part = slice(start, start + chunk_rows)
+        estimator.partial_fit(X[part], None if y is None else y[part], **first)
+        first = {}
+    return estimator
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+@pytest.mark.parametrize("parallel", SETTINGS)
+def test_partial_fit_equals_a_loop_over_the_same_chunks(rng, tmp_path, chunk_rows, parallel):
+    X, y = make_xy(rng)
+    stage = Estimator(SGDClassifier(random_state=0), classes=[0, 1, 2], name="sgd")
+    result = run(ArraySource(X, y), [stage], tmp_path, chunks=chunk_rows, **parallel)
+    expected = partial_fit_loop(SGDClassifier(random_state=0), X, y, chunk_rows, classes=[0, 1, 2])
+    assert_same_params(result.models["sgd"], expected, ["coef_", "intercept_"])
+    np.testing.assert_array_equal(result.output, expected.predict(X))
+
+
+def test_partial_fit_discovers_the_classes_in_a_first_pass(rng, tmp_path):
+    X, y = make_xy(rng)
+    result = run(
+        ArraySource(X, y),
+        [Estimator(SGDClassifier(random_state=0), name="sgd")],
+        tmp_path,
+        chunks=70,
+        **LOKY,
+    )
+    expected = partial_fit_loop(SGDClassifier(random_state=0), X, y, 70, classes=np.unique(y))
+    assert result.models["sgd"].classes_.tolist() == [0, 1, 2]
+    assert_same_params(result.models["sgd"], expected, ["coef_", "intercept_"])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_partial_fit_epochs_and_shuffled_chunks(rng, tmp_path, shuffle):
+    X, y = make_xy(rng)
+    stage = Estimator(
+        SGDRegressor(random_state=0), epochs=3, shuffle_chunks=shuffle, seed=7, name="sgd"
+    )
+    result = run(ArraySource(X, y.astype(float)), [stage], tmp_path, chunks=70, **THREADS)
+    expected = SGDRegressor(random_state=0)
+    starts = np.arange(0, N, 70)
+    orders = np.random.default_rng(7)
+    for _ in range(3):
+        order = orders.permutation(len(starts)) if shuffle else range(len(starts))
+        for k in order:
+            expected.partial_fit(X[starts[k] : starts[k] + 70], y[starts[k] : starts[k] + 70])
+    assert_same_params(result.models["sgd"], expected, ["coef_", "intercept_"])
+    assert result.report.fits[0].epochs == 3
+
+
+def test_partial_fit_after_a_filter_sees_the_kept_rows_in_order(rng, tmp_path):
+    X, y = make_xy(rng)
+    X[::7, 1] = np.nan
+    keep = np.isfinite(X).all(axis=1)
+    stages = [Filter("finite_rows", name="finite"), Estimator(IncrementalPCA(2), name="pca")]
+    result = run(ArraySource(X, y), stages, tmp_path, chunks=40, **LOKY)
+    # A chunk's kept rows go to partial_fit as one batch, in chunk order.
+    expected = IncrementalPCA(2)
+    for start in range(0, N, 40):
+        part = X[start : start + 40][keep[start : start + 40]]
+        expected.partial_fit(part)
+    assert_same_params(result.models["pca"], expected, ["components_", "mean_"])
+    np.testing.assert_array_equal(result.output, expected.transform(X[keep]))
+    np.testing.assert_array_equal(result.y, y[keep])
+
+
+def test_partial_fit_of_an_unsupervised_estimator(rng, tmp_path):
+    X, _ = make_xy(rng)
+    model = MiniBatchKMeans(n_clusters=3, random_state=0, n_init=1)
+    result = run(X, [Estimator(model, name="km")], tmp_path, chunks=70, **SEQUENTIAL)
+    expected = partial_fit_loop(
+        MiniBatchKMeans(n_clusters=3, random_state=0, n_init=1), X, None, 70
+    )
+    assert_same_params(result.models["km"], expected, ["cluster_centers_"])
+    np.testing.assert_array_equal(result.output, expected.predict(X))  # a clusterer predicts
+
+
+# ---------------------------------------------------------------- full and sample
+
+
+@pytest.mark.parametrize("parallel", SETTINGS)
+def test_full_fit_equals_fit_on_all_rows(rng, tmp_path, parallel):
+    X, y = make_xy(rng)
+    stage = Estimator(LogisticRegression(max_iter=500), apply="predict_proba", name="lr")
+    result = run(ArraySource(X, y), [stage], tmp_path, chunks=70, **parallel)
+    expected = LogisticRegression(max_iter=500).fit(X, y)
+    assert_same_params(result.models["lr"], expected, ["coef_", "intercept_"])
+    np.testing.assert_array_equal(result.output, expected.predict_proba(X))
+
+
+def test_full_fit_of_rows_changed_upstream_reads_them_back_from_the_workspace(rng, tmp_path):
+    X, y = make_xy(rng)
+    stages = [Map(np.tanh, name="tanh"), Estimator(KNeighborsClassifier(3), fit="full", name="knn")]
+    pipe = Pipeline(ArraySource(X, y), stages, chunks=70, n_jobs=2)
+    assert "the rows pass 1 wrote for 'knn' (not recomputed)" in pipe.explain()
+    result = run(ArraySource(X, y), stages, tmp_path, chunks=70, **LOKY)
+    expected = KNeighborsClassifier(3).fit(np.tanh(X), y)
+    np.testing.assert_array_equal(result.output, expected.predict(np.tanh(X)))
+    assert [p.stages for p in result.report.passes][1][0].name == "knn"  # tanh not re-run
+
+
+def test_full_fit_runs_the_estimators_own_parallelism_on_the_pipeline_backend(rng, tmp_path):
+    X, y = make_xy(rng)
+    stage = Estimator(RandomForestClassifier(n_estimators=8, random_state=0), fit="full", name="rf")
+    result = run(ArraySource(X, y), [stage], tmp_path, chunks=70, **THREADS)
+    expected = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(result.output, expected.predict(X))
+    explained = Pipeline(ArraySource(X, y), [stage], chunks=70, **THREADS).explain()
+    assert "on threads" in explained and "n_jobs=1 inside" in explained
+
+
+@pytest.mark.parametrize("parallel", [SEQUENTIAL, LOKY], ids=["sequential", "loky"])
+def test_sample_fit_uses_a_reproducible_uniform_sample(rng, tmp_path, parallel):
+    X, y = make_xy(rng, n=2000)
+    X[:, 0] = np.arange(2000)  # row ids, to see which rows were drawn
+    stage = Estimator(
+        LogisticRegression(max_iter=1000), fit="sample", sample_rows=150, seed=3, name="lr"
+    )
+    first = run(ArraySource(X, y), [stage], tmp_path, chunks=300, **parallel)
+    again = run(ArraySource(X, y), [stage], tmp_path, chunks=300, **SEQUENTIAL)
+    assert_same_params(first.models["lr"], again.models["lr"], ["coef_", "intercept_"])
+    # Refit on the rows the sample must have drawn: distinct, in row order.
+    keys = np.concatenate(
+        [np.random.default_rng([3, k, 0]).random(min(300, 2000 - 300 * k)) for k in range(7)]
+    )
+    drawn = np.sort(np.argsort(keys)[:150])
+    expected = LogisticRegression(max_iter=1000).fit(X[drawn], y[drawn])
+    assert_same_params(first.models["lr"], expected, ["coef_", "intercept_"])
+
+
+def test_sample_of_more_rows_than_there_are_fits_them_all(rng, tmp_path):
+    X, y = make_xy(rng)
+    stage = Estimator(LogisticRegression(), fit="sample", sample_rows=10**6, name="lr")
+    result = run(ArraySource(X, y), [stage], tmp_path, chunks=70, **THREADS)
+    assert_same_params(result.models["lr"], LogisticRegression().fit(X, y), ["coef_"])
+
+
+# ---------------------------------------------------------------- chains and plans
+
+
+def test_a_chain_of_fits_applies_each_model_to_the_next_ones_input(rng, tmp_path):
+    X, y = make_xy(rng)
+    stages = [
+        Estimator("sklearn.preprocessing.StandardScaler", name="scale"),
+        Estimator("sklearn.decomposition.IncrementalPCA", params={"n_components": 3}, name="pca"),
+        Reduce("moments", name="stats"),
+        Estimator(
+            "sklearn.linear_model.SGDClassifier",
+            params={"loss": "log_loss", "random_state": 0},
+            apply="predict_proba",
+            name="clf",
+        ),
+    ]
+    result = run(ArraySource(X, y), stages, tmp_path, chunks=70, **LOKY)
+    scale, pca, clf = (result.models[k] for k in ("scale", "pca", "clf"))
+    # The same models applied in memory give the same output, bit for bit.
+    scaled = scale.transform(X)
+    np.testing.assert_array_equal(result.output, clf.predict_proba(pca.transform(scaled)))
+    # Each fit saw the previous model's output, chunk by chunk in order.
+    expected_pca = partial_fit_loop(IncrementalPCA(3), scaled, None, 70)
+    assert_same_params(pca, expected_pca, ["components_"])
+    expected_clf = partial_fit_loop(
+        SGDClassifier(loss="log_loss", random_state=0),
+        pca.transform(scaled),
+        y,
+        70,
+        classes=[0, 1, 2],
+    )
+    assert_same_params(clf, expected_clf, ["coef_"])
+    # The tap saw every row once: the PCA's output.
+    np.testing.assert_allclose(
+        result.reductions["stats"]["mean"], pca.transform(scaled).mean(0), atol=1e-12
+    )
+
+
+def test_a_chain_fits_the_same_models_whether_or_not_its_output_is_kept(rng, tmp_path):
+    # Without a data output the last apply pass is left out; the last fit pass
+    # must still hand its own training rows (the PCA's output) to the classifier.
+    X, y = make_xy(rng)
+    stages = [
+        Estimator(StandardScaler(), name="scale"),
+        Estimator(IncrementalPCA(2), name="pca"),
+        Estimator(SGDClassifier(random_state=0), name="clf"),
+    ]
+    kept = run(ArraySource(X, y), stages, tmp_path, chunks=70, **LOKY)
+    models = tmp_path / "models"
+    dropped = run(
+        ArraySource(X, y), stages, tmp_path, chunks=70, sink={"models": str(models)}, **LOKY
+    )
+    assert len(dropped.report.passes) == len(kept.report.passes) - 1
+    assert dropped.models["clf"].n_features_in_ == 2
+    assert_same_params(dropped.models["clf"], kept.models["clf"], ["coef_", "intercept_"])
+    plan = Pipeline(ArraySource(X, y), stages, sink={"models": str(models)}).plan()
+    assert [p.reads_output for p in plan.passes] == [False, False, True]
+
+
+def test_explain_says_which_stages_fit_and_which_apply(rng, tmp_path, save_npy):
+    X, _ = make_xy(rng)
+    stages = [
+        Map(np.abs, name="abs"),
+        Estimator("sklearn.preprocessing.StandardScaler", name="scale"),
+        Estimator("sklearn.decomposition.IncrementalPCA", params={"n_components": 2}, name="pca"),
+    ]
+    text = Pipeline(save_npy("x", X), stages, sink=str(tmp_path / "o.npy"), n_jobs=2).explain()
+    assert "pass 1 of 3" in text and "pass 3 of 3" in text
+    assert "scale            fit" in text and "scale            apply" in text
+    assert "then fit 'scale': StandardScaler by merge (auto: it has an exact merge)" in text
+    assert "recomputes 'abs' (cheaper than writing the rows and reading them back)" in text
+    assert "then fit 'pca': IncrementalPCA by partial_fit" in text
+    assert "the rows pass 2 wrote for 'pca' (not recomputed)" in text
+    assert "known once 'pca' is fitted" in text
+
+
+def test_a_fit_whose_output_nobody_reads_is_not_applied(rng, tmp_path):
+    X, y = make_xy(rng)
+    models = tmp_path / "models"
+    result = run(
+        ArraySource(X, y),
+        [Estimator(GaussianNB(), name="nb")],
+        tmp_path,
+        sink={"models": str(models)},
+        chunks=70,
+        **THREADS,
+    )
+    assert result.output is None and len(result.report.passes) == 1
+    assert sorted(os.listdir(models)) == ["nb.joblib", "nb.json", "nb.skops"]
+
+
+# A first IncrementalPCA batch of one row divides by zero rows minus one.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(1, 120),
+    chunk_rows=st.integers(1, 130),
+    n_jobs=st.sampled_from([1, 2]),
+)
+def test_property_merge_and_partial_fit_do_not_depend_on_n_jobs(
+    tmp_path_factory, n, chunk_rows, n_jobs
+):
+    rng = np.random.default_rng(n * 1000 + chunk_rows)
+    X = rng.standard_normal((n, 3)) * 5 + 2
+    tmp = tmp_path_factory.mktemp("prop")
+    stages = [Estimator(StandardScaler(), name="s"), Estimator(IncrementalPCA(1), name="p")]
+    if n < 2:  # IncrementalPCA needs at least as many rows as components in its first batch
+        stages = stages[:1]
+    one = run(X, stages, tmp, chunks=chunk_rows, n_jobs=1, backend="sequential")
+    other = run(X, stages, tmp, chunks=chunk_rows, n_jobs=n_jobs, backend="threading")
+    np.testing.assert_array_equal(one.output, other.output)
+    np.testing.assert_allclose(one.models["s"].mean_, X.mean(axis=0), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def write_table(path: Path, X: np.ndarray, y: np.ndarray) -> str:
+    table = pa.table({f"x{j}": X[:, j] for j in range(D)} | {"label": y, "id": np.arange(len(y))})
+    pq.write_table(table, path, row_group_size=60)
+    return str(path)
+
+
+def test_table_features_target_and_output_columns(rng, tmp_path):
+    X, y = make_xy(rng)
+    source = {"parquet": write_table(tmp_path / "t.parquet", X, y)}
+    features = [f"x{j}" for j in range(D)]
+    stages = [
+        Estimator(StandardScaler(), features=features, output=features, name="scale"),
+        Estimator(
+            LogisticRegression(), features=features, target="label", apply="predict_proba", name="p"
+        ),
+    ]
+    result = run(source, stages, tmp_path, sink=str(tmp_path / "out"), chunks=60, **THREADS)
+    table = result.output.to_table()
+    scale, model = result.models["scale"], result.models["p"]
+    np.testing.assert_allclose(scale.mean_, X.mean(axis=0), rtol=1e-12)
+    scaled = scale.transform(X)
+    assert table.column_names == [*features, "label", "id", "p_0", "p_1", "p_2"]
+    np.testing.assert_array_equal(np.column_stack([table[f].to_numpy() for f in features]), scaled)
+    proba = np.column_stack([table[f"p_{k}"].to_numpy() for k in range(3)])
+    np.testing.assert_array_equal(proba, model.predict_proba(scaled))
+    np.testing.assert_array_equal(model.coef_, LogisticRegression().fit(scaled, y).coef_)
+
+
+def test_table_default_features_are_every_column_but_the_target(rng, tmp_path):
+    X, y = make_xy(rng)
+    source = {
+        "parquet": write_table(tmp_path / "t.parquet", X, y),
+        "columns": ["x0", "x1", "label"],
+    }
+    stage = Estimator(GaussianNB(), target="label", name="nb")
+    result = run(source, [stage], tmp_path, chunks=60, **SEQUENTIAL)
+    expected = GaussianNB().fit(X[:, :2], y)
+    np.testing.assert_allclose(result.models["nb"].theta_, expected.theta_)
+    assert result.output["nb"].to_numpy().tolist() == expected.predict(X[:, :2]).tolist()
+
+
+# ---------------------------------------------------------------- saved models
+
+
+def test_models_are_saved_and_applied_later_without_refitting(rng, tmp_path):
+    X, y = make_xy(rng)
+    models = tmp_path / "models"
+    stage = Estimator(
+        SGDClassifier(loss="log_loss", random_state=0), apply="predict_proba", name="clf"
+    )
+    first = run(
+        ArraySource(X, y),
+        [stage],
+        tmp_path,
+        sink={"models": str(models), "npy": str(tmp_path / "p.npy")},
+        chunks=70,
+        **THREADS,
+    )
+    assert sorted(os.listdir(models)) == ["clf.joblib", "clf.json", "clf.skops"]
+    card = (models / "clf.json").read_text()
+    assert '"fit": "partial_fit"' in card and '"estimator": "sklearn.linear_model' in card
+    for name in ("clf.joblib", "clf.skops"):
+        saved = Estimator(model=str(models / name), apply="predict_proba", name="clf")
+        again = run(X, [saved], tmp_path, chunks=70, **LOKY)
+        np.testing.assert_array_equal(again.output, np.load(tmp_path / "p.npy"))
+        assert again.report.fits == ()  # nothing fitted
+    assert_same_params(learning.load_model(models / "clf.skops"), first.models["clf"], ["coef_"])
+    assert isinstance(joblib.load(models / "clf.joblib"), SGDClassifier)
