@@ -15,6 +15,7 @@ import contextlib
 import glob
 import itertools
 import os
+import pickle
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -413,9 +414,13 @@ class _Run:
         stage = p.fit
         assert stage is not None
         # Worker processes load the model from this file, once each, rather
-        # than receiving it with every task.
-        path = self.workspace.path(f"model-{p.index}-{stage.name}.joblib")
-        joblib.dump(fitted.model, path)
+        # than receiving it with every task. A model pickle cannot store can
+        # still be applied on threads, which share it in memory.
+        path: str | None = self.workspace.path(f"model-{p.index}-{stage.name}.joblib")
+        try:
+            joblib.dump(fitted.model, path)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            path = None
         self.models[stage.name] = applied_model(stage, fitted.model, path)
         self.result.models[stage.name] = fitted.model
         if fitted.trials is not None:

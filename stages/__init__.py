@@ -62,6 +62,7 @@ __all__ = [
     "APPLY_METHODS",
     "Affine",
     "BernoulliNBMerge",
+    "ChunkedEstimator",
     "ColumnMoments",
     "ColumnMomentsOf",
     "ColumnRange",
@@ -99,6 +100,7 @@ __all__ = [
     "cast",
     "check_columns",
     "check_finite",
+    "check_params",
     "check_same_features",
     "choose_split",
     "clip",
@@ -146,6 +148,7 @@ _LAZY = (
         )
     }
     | {name: ".train_many" for name in ("Split", "TrainMany", "choose_split")}
+    | {"ChunkedEstimator": ".chunked"}
     | dict.fromkeys(
         [
             "BernoulliNBMerge",
@@ -157,6 +160,7 @@ _LAZY = (
             "MinMaxScalerMerge",
             "MultinomialNBMerge",
             "StandardScalerMerge",
+            "check_params",
             "has_merge",
             "merger_for",
             "register_merge",

@@ -60,7 +60,7 @@ from .learning import (
     default_output_names,
     load_model,
 )
-from .sklearn_merge import Merger, has_merge, merger_for
+from .sklearn_merge import Merger, check_params, has_merge, merger_for
 
 __all__ = [
     "APPLY_METHODS",
@@ -149,13 +149,10 @@ def make_estimator(target: Any, params: Mapping[str, Any]) -> tuple[BaseEstimato
     if issues:
         raise SpecError(issues)
     estimator.set_params(**params)
-    # fit checks parameter values with the private _validate_params (scikit-learn >= 1.2).
-    validate = getattr(estimator, "_validate_params", None)
-    if validate is not None:
-        try:
-            validate()
-        except (ValueError, TypeError) as exc:
-            raise SpecError.at("params", str(exc)) from None
+    try:
+        check_params(estimator)
+    except (ValueError, TypeError) as exc:
+        raise SpecError.at("params", str(exc)) from None
     return estimator, name
 
 

@@ -78,6 +78,7 @@ __all__ = [
     "MinMaxScalerMerge",
     "MultinomialNBMerge",
     "StandardScalerMerge",
+    "check_params",
     "has_merge",
     "merger_for",
     "register_merge",
@@ -137,13 +138,27 @@ def _fitted_clone(merger: _EstimatorMerge, estimator: BaseEstimator, n_features:
             f"got {type(estimator).__name__}"
         )
     fitted = clone(estimator)
-    # scikit-learn's fit checks parameters with the private BaseEstimator._validate_params
-    # (scikit-learn >= 1.2); a merge is a fit, so it runs the same check when it exists.
-    validate = getattr(fitted, "_validate_params", None)
-    if validate is not None:
-        validate()
+    check_params(fitted)  # a merge is a fit: it checks the parameters as fit does
     fitted.n_features_in_ = n_features
     return fitted
+
+
+def check_params(estimator: BaseEstimator) -> None:
+    """Check ``estimator``'s parameter values as its ``fit`` would, before any data.
+
+    scikit-learn's own estimators declare their parameters' constraints and
+    check them with the private ``_validate_params`` at the start of ``fit``
+    (scikit-learn >= 1.2), raising ``InvalidParameterError`` (a ``ValueError``).
+    Estimators that declare none (most third-party ones) are not checked.
+
+    >>> from sklearn.decomposition import PCA
+    >>> check_params(PCA(n_components=-1))
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'n_components' parameter of PCA ...
+    """
+    if getattr(estimator, "_parameter_constraints", None) is not None:
+        estimator._validate_params()
 
 
 def _labelled_chunk(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
