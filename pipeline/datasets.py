@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -25,6 +24,8 @@ from .errors import SourceError, SpecError
 from .schema import Predicate, check_columns, filter_mask, validate_filters
 
 if TYPE_CHECKING:
+    import pyarrow.dataset as ds
+
     from .workspace import Workspace
 
 __all__ = ["FORMATS", "Piece", "TableChunk", "TableRef", "TableSource"]
@@ -164,6 +165,8 @@ class TableRef:
         return table
 
     def _batches(self, chunk: TableChunk, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        import pyarrow.dataset as ds  # see _dataset_format
+
         file_format = _dataset_format(self.format)
         filesystem = pafs.LocalFileSystem()
         # One fragment per piece: pyarrow reads a fragment's row groups in set
@@ -212,6 +215,10 @@ def _runs(pieces: Sequence[Piece]) -> Iterator[tuple[int, list[int] | None]]:
 
 
 def _dataset_format(name: str) -> ds.FileFormat:
+    # pyarrow.dataset imports pandas (~0.4 s), so it is imported where tables are
+    # read, not with the package: array pipelines and their workers never pay it.
+    import pyarrow.dataset as ds
+
     if name == "parquet":
         return ds.ParquetFileFormat()
     if name == "csv":
@@ -326,6 +333,8 @@ class TableSource:
         return self._ref(dataset, expression, conjunctions)
 
     def _dataset(self, schema: pa.Schema | None = None) -> ds.Dataset:
+        import pyarrow.dataset as ds  # see _dataset_format
+
         paths = self.paths
         for path in paths:
             if not os.path.exists(path):
@@ -377,6 +386,8 @@ class TableSource:
     def _ref(
         self, dataset: ds.Dataset, expression: Any, conjunctions: list[list[Predicate]] | None
     ) -> TableRef:
+        import pyarrow.dataset as ds  # see _dataset_format
+
         files: list[str] = []
         partitions: list[Any] = []
         pieces: list[Piece] = []

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import SinkError, SpecError
@@ -118,6 +117,8 @@ def write_table_part(
         )
         return
     data_schema = pa.schema([f for f in table.schema if f.name not in options.partition_by])
+    import pyarrow.dataset as ds  # imports pandas (~0.4 s): only where tables are written
+
     file_options = ds.ParquetFileFormat().make_write_options(**options.write_options(data_schema))
     ds.write_dataset(
         table,
