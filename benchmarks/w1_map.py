@@ -28,24 +28,29 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing
-import re
 import sys
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from benchmarks.harness import MB
-from benchmarks.workload import REPO_ROOT, ChunkOption, Workload, sync_to_disk
+from benchmarks.arrays import (
+    CHUNK_BYTES_OPTION,
+    DEFAULT_CHUNK_BYTES,
+    chunk_bounds,
+    compare_npy,
+    describe_array,
+    describe_made,
+    disk_needed,
+    joblib_map_rows,
+    parse_bytes,
+    write_normal,
+)
+from benchmarks.workload import BytesRunner, Workload, check_chunkline
 
 N_COLS = 8
-DTYPE = np.dtype(np.float64)
 INPUT_NAME = "input.npy"
 BASELINE = "numpy"
-#: Chunk size of the non-chunkline implementations, as in the issue's
-#: reference figures; chunkline uses its own default unless told otherwise.
-DEFAULT_CHUNK_BYTES = "32MB"
 
 
 def w1_formula(x: np.ndarray) -> np.ndarray:
@@ -63,98 +68,18 @@ def w1_formula(x: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# Chunking helpers
-# --------------------------------------------------------------------------
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-}
-
-
-def parse_bytes(text: str | int) -> int:
-    """Turn ``"32MB"``, ``"1.5GiB"`` or ``4096`` into a number of bytes.
-
-    Decimal units are powers of 1000 and binary ones powers of 1024, as in
-    dask's ``parse_bytes``.
-
-    Examples
-    --------
-    >>> parse_bytes("32MB"), parse_bytes("1 KiB"), parse_bytes(7)
-    (32000000, 1024, 7)
-    """
-    if isinstance(text, int):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-        unit = match.group(2).lower() if match else ""
-        if not match or unit not in _UNITS:
-            raise ValueError(f"chunk size must look like '32MB', '64MiB' or 4096; got {text!r}.")
-        value = int(float(match.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise ValueError(f"chunk size must be positive; got {text!r}.")
-    return value
-
-
-def chunk_bounds(n_rows: int, chunk_bytes: str | int, row_bytes: int) -> list[tuple[int, int]]:
-    """Row ranges ``[start, stop)`` of about ``chunk_bytes`` each, covering all rows.
-
-    Examples
-    --------
-    >>> chunk_bounds(10, 32, 8)
-    [(0, 4), (4, 8), (8, 10)]
-    """
-    rows = max(1, parse_bytes(chunk_bytes) // row_bytes)
-    return [(start, min(start + rows, n_rows)) for start in range(0, n_rows, rows)]
-
-
-# --------------------------------------------------------------------------
 # Input data
 # --------------------------------------------------------------------------
 
 
-def make_input(out_dir: Path, rows: int, *, seed: int = 0, block_rows: int = 1_000_000) -> Path:
+def make_input(out_dir: Path, rows: int, *, seed: int = 0) -> Path:
     """Write ``out_dir/input.npy``: ``rows x 8`` standard normal float64.
 
     Generated block by block straight into a memmap, so making 1 GB needs
-    ~64 MB of memory, and fsynced, so that the kernel is not still writing
-    it back to disk while the first implementations are being timed.
-
-    Parameters
-    ----------
-    out_dir : Path
-        Existing or new directory.
-    rows : int
-        Number of rows.
-    seed : int, default 0
-        Seed of the generator; the same seed gives the same file.
-    block_rows : int, default 1_000_000
-        Rows generated at a time.
-
-    Returns
-    -------
-    Path
-        The input file.
+    ~64 MB of memory, and fsynced (:func:`benchmarks.arrays.write_normal`).
+    The same seed gives the same file.
     """
-    if rows <= 0:
-        raise ValueError(f"--rows must be a positive integer; got {rows}.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / INPUT_NAME
-    rng = np.random.default_rng(seed)
-    data = open_memmap(path, mode="w+", dtype=DTYPE, shape=(rows, N_COLS))
-    for start in range(0, rows, block_rows):
-        # ``out=`` fills the mapped pages in place: no temporary block.
-        rng.standard_normal(dtype=DTYPE, out=data[start : start + block_rows])
-    data.flush()
-    del data
-    sync_to_disk(path)
-    return path
+    return write_normal(out_dir / INPUT_NAME, rows, N_COLS, seed=seed)
 
 
 # --------------------------------------------------------------------------
@@ -162,19 +87,6 @@ def make_input(out_dir: Path, rows: int, *, seed: int = 0, block_rows: int = 1_0
 # them fsyncs its output: the run deletes it right away, so flushing it to
 # disk would only measure the disk.
 # --------------------------------------------------------------------------
-
-
-class Runner(Protocol):
-    """How every implementation is called: read ``in_path``, write ``out_path``."""
-
-    def __call__(
-        self, in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int
-    ) -> None: ...
-
-
-def _input_meta(in_path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    x = np.load(in_path, mmap_mode="r")
-    return x.shape, x.dtype
 
 
 def run_numpy(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int) -> None:
@@ -186,30 +98,11 @@ def run_numpy(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs:
     del out
 
 
-def _joblib_chunk(in_path: str, out_path: str, start: int, stop: int) -> int:
-    """One joblib task: read rows from the input, write them to the output."""
-    # Paths travel, not arrays: opening a memmap costs ~100 us, pickling a
-    # 32 MB chunk costs far more.
-    x = np.load(in_path, mmap_mode="r")
-    out = open_memmap(out_path, mode="r+")
-    out[start:stop] = w1_formula(x[start:stop])
-    return stop - start
-
-
 def run_joblib(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int) -> None:
     """Hand-written joblib: loky workers write into a shared output memmap."""
-    from joblib import Parallel, delayed
-
-    shape, dtype = _input_meta(in_path)
-    # Preallocate (header + sparse file) so workers can open it with r+; the
-    # parent's own map is dropped at once.
-    open_memmap(out_path, mode="w+", dtype=dtype, shape=shape)
-    bounds = chunk_bounds(shape[0], chunk_bytes or DEFAULT_CHUNK_BYTES, dtype.itemsize * shape[1])
-    done = Parallel(n_jobs=n_jobs, backend="loky")(
-        delayed(_joblib_chunk)(str(in_path), str(out_path), start, stop) for start, stop in bounds
-    )
-    if sum(done) != shape[0]:
-        raise RuntimeError(f"joblib wrote {sum(done)} rows, expected {shape[0]}.")
+    x = np.load(in_path, mmap_mode="r")
+    bounds = chunk_bounds(len(x), chunk_bytes or DEFAULT_CHUNK_BYTES, x[0].nbytes)
+    joblib_map_rows(w1_formula, in_path, out_path, bounds, n_jobs=n_jobs)
 
 
 def run_pool(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int) -> None:
@@ -254,13 +147,9 @@ def run_chunkline(
     ``chunk_bytes`` is passed through as given (chunkline parses it); None
     leaves chunkline's default chunk size.
     """
-    try:
-        from pipeline import Map, Pipeline
-    except ImportError as exc:
-        raise SystemExit(
-            f"chunkline's engine is not importable ({exc}); `from pipeline import Map, Pipeline` "
-            f"must work from {REPO_ROOT}."
-        ) from exc
+    check_chunkline()
+    from pipeline import Map, Pipeline
+
     Pipeline(
         source=str(in_path),
         stages=[Map(w1_formula, name="w1")],
@@ -271,7 +160,7 @@ def run_chunkline(
     ).run()
 
 
-IMPLEMENTATIONS: dict[str, Runner] = {
+IMPLEMENTATIONS: dict[str, BytesRunner] = {
     "numpy": run_numpy,
     "joblib": run_joblib,
     "pool": run_pool,
@@ -282,64 +171,8 @@ IMPLEMENTATIONS: dict[str, Runner] = {
 
 
 # --------------------------------------------------------------------------
-# Verification
-# --------------------------------------------------------------------------
-
-
-def compare_outputs(
-    actual: Path, expected: Path, *, chunk_bytes: str = DEFAULT_CHUNK_BYTES
-) -> str | None:
-    """Compare two ``.npy`` files bitwise, chunk by chunk.
-
-    Returns
-    -------
-    str or None
-        None if they are equal, else what differs first.
-    """
-    a = np.load(actual, mmap_mode="r")
-    b = np.load(expected, mmap_mode="r")
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return f"shape/dtype {a.shape} {a.dtype}, expected {b.shape} {b.dtype}"
-    for start, stop in chunk_bounds(len(a), chunk_bytes, max(1, a[0].nbytes)):
-        if not np.array_equal(a[start:stop], b[start:stop]):
-            bad = start + int(np.flatnonzero((a[start:stop] != b[start:stop]).any(axis=1))[0])
-            return f"first difference at row {bad}"
-    return None
-
-
-# --------------------------------------------------------------------------
 # The workload, for the shared command line (benchmarks.workload)
 # --------------------------------------------------------------------------
-
-
-def _chunk_size(text: str) -> str:
-    """argparse type: check a chunk size early but keep it as written.
-
-    chunkline receives the text itself and parses it its own way.
-    """
-    try:
-        parse_bytes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _input_bytes(rows: int) -> int:
-    return rows * N_COLS * DTYPE.itemsize
-
-
-def describe_input(rows: int) -> str:
-    """``16,000,000 x 8 float64 (1024 MB)``: what ``bench`` makes, for its report."""
-    return f"{rows:,} x {N_COLS} float64 ({_input_bytes(rows) / MB:.0f} MB)"
-
-
-def _describe_made(path: Path, rows: int) -> str:
-    return f"wrote {path} ({path.stat().st_size / MB:.0f} MB)"
-
-
-def _disk_needed(rows: int, check: bool) -> int:
-    """Input + one output at a time (+ the baseline's kept output with --check)."""
-    return _input_bytes(rows) * (3 if check else 2)
 
 
 def _notes(args: argparse.Namespace, in_path: Path) -> list[str]:
@@ -363,16 +196,12 @@ WORKLOAD = Workload(
     input_name=INPUT_NAME,
     output_name="out-{name}.npy",
     make_input=make_input,
-    describe_input=describe_input,
-    describe_made=_describe_made,
-    disk_needed=_disk_needed,
-    compare_outputs=compare_outputs,
+    describe_input=functools.partial(describe_array, cols=N_COLS),
+    describe_made=describe_made,
+    disk_needed=functools.partial(disk_needed, in_cols=N_COLS, out_cols=N_COLS),
+    compare_outputs=compare_npy,
     compared="bitwise, np.array_equal per chunk",
-    chunk_option=ChunkOption(
-        flag="--chunk-bytes",
-        type=_chunk_size,
-        help=f"chunk size such as 32MB (default {DEFAULT_CHUNK_BYTES}; chunkline: its own)",
-    ),
+    chunk_option=CHUNK_BYTES_OPTION,
     n_jobs_help="workers of joblib, pool and dask (default 2)",
     rows_default=16_000_000,
     rows_help="rows of 8 float64 (default 16M = 1 GB)",

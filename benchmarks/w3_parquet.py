@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,7 +61,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from benchmarks.harness import MB
-from benchmarks.workload import REPO_ROOT, ChunkOption, Workload, positive_int, sync_to_disk
+from benchmarks.workload import (
+    ChunkOption,
+    RowsRunner,
+    Workload,
+    check_chunkline,
+    positive_int,
+    sync_to_disk,
+)
 
 INPUT_NAME = "input.parquet"
 BASELINE = "pyarrow-stream"
@@ -168,14 +175,6 @@ def make_input(
 # --------------------------------------------------------------------------
 
 
-class Runner(Protocol):
-    """How every implementation is called: read ``in_path``, write ``out_dir``."""
-
-    def __call__(
-        self, in_path: Path, out_dir: Path, *, chunk_rows: int | None, n_jobs: int
-    ) -> None: ...
-
-
 def _row_group_runs(in_path: Path, chunk_rows: int | None) -> list[list[int]]:
     """Consecutive row groups, grouped to about ``chunk_rows`` rows (default: one each)."""
     metadata = pq.ParquetFile(in_path).metadata
@@ -273,13 +272,9 @@ def run_chunkline(
 
     ``chunk_rows`` None leaves chunkline's default chunk size.
     """
-    try:
-        from pipeline import Map, Pipeline
-    except ImportError as exc:
-        raise SystemExit(
-            f"chunkline's engine is not importable ({exc}); `from pipeline import Map, Pipeline` "
-            f"must work from {REPO_ROOT}."
-        ) from exc
+    check_chunkline()
+    from pipeline import Map, Pipeline
+
     Pipeline(
         source={"parquet": str(in_path), "filters": [("a", ">", 0)]},
         stages=[Map(w3_derive, name="derive")],
@@ -289,7 +284,7 @@ def run_chunkline(
     ).run(progress=False)
 
 
-IMPLEMENTATIONS: dict[str, Runner] = {
+IMPLEMENTATIONS: dict[str, RowsRunner] = {
     "pyarrow-whole": run_pyarrow_whole,
     "pyarrow-stream": run_pyarrow_stream,
     "joblib": run_joblib,

@@ -1,8 +1,8 @@
 """The command line and ``bench`` flow that every workload module shares.
 
-A workload module (``w1_map``, ``w3_parquet``) knows three things: how to make
-its input, how each implementation does the work once, and how to compare two
-outputs. It describes them in a :class:`Workload`; everything around them is
+A workload module (``w1_map``, ``w3_parquet``, ...) knows three things: how to
+make its input, how each implementation does the work once, and how to compare
+two outputs. It describes them in a :class:`Workload`; everything around them is
 the same for every workload and lives here, so that a fix to the flow (say, to
 how the data folder is cleaned up) reaches all of them at once:
 
@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from benchmarks.harness import MB, Implementation, format_report, machine_details, run_benchmark
 
@@ -53,15 +53,37 @@ DISK_SLACK = 100 * MB
 
 #: What an implementation is called with: ``(in_path, out_path, *, n_jobs=...,
 #: <chunk keyword>=...)``. The chunk keyword is the workload's own
-#: (:attr:`ChunkOption.keyword`), so it cannot be spelled as a Protocol here;
-#: each module types its implementations with its own.
+#: (:attr:`ChunkOption.keyword`); modules type their implementations with
+#: :class:`BytesRunner` or :class:`RowsRunner`.
 Runner = Callable[..., None]
 #: Value of a chunk option: as written (``"32MB"``) or parsed (a row count).
 ChunkValue = str | int
 
 
+class BytesRunner(Protocol):
+    """An implementation of a workload chunked in bytes (``--chunk-bytes``).
+
+    It reads ``in_path`` and writes ``out_path`` (a file, or a folder).
+    """
+
+    def __call__(
+        self, in_path: Path, out_path: Path, /, *, chunk_bytes: str | None, n_jobs: int
+    ) -> None: ...
+
+
+class RowsRunner(Protocol):
+    """An implementation of a workload chunked in rows (``--chunk-rows``), as BytesRunner."""
+
+    def __call__(
+        self, in_path: Path, out_path: Path, /, *, chunk_rows: int | None, n_jobs: int
+    ) -> None: ...
+
+
 class MakeInput(Protocol):
-    """Writes the input into ``out_dir`` (created if needed) and returns its path."""
+    """Writes the input into ``out_dir`` (created if needed) and returns its path.
+
+    It also receives the workload's :attr:`Workload.make_options`, as keywords.
+    """
 
     def __call__(self, out_dir: Path, rows: int, *, seed: int) -> Path: ...
 
@@ -77,6 +99,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def check_chunkline() -> None:
+    """Exit with a clear message if chunkline's packages cannot be imported.
+
+    Called by the chunkline implementations before they import from
+    ``pipeline`` and ``stages``, which live in the repository root.
+    """
+    try:
+        import pipeline  # noqa: F401
+        import stages  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(
+            f"chunkline is not importable ({exc}); `import pipeline, stages` must work from "
+            f"{REPO_ROOT}."
+        ) from exc
+
+
 def sync_to_disk(path: Path) -> None:
     """fsync a freshly made input, so that the kernel is not still writing it
     back to disk while the first implementations are being timed."""
@@ -85,6 +123,11 @@ def sync_to_disk(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _dest(flag: str) -> str:
+    """argparse's dest of an option: ``--chunk-rows`` -> ``chunk_rows``."""
+    return flag.removeprefix("--").replace("-", "_")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +147,25 @@ class ChunkOption:
     @property
     def keyword(self) -> str:
         """``--chunk-bytes`` -> ``chunk_bytes``: argparse's dest and the runners' keyword."""
-        return self.flag.removeprefix("--").replace("-", "_")
+        return _dest(self.flag)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakeOption:
+    """An option of ``make`` and ``bench`` that shapes the input (``--train-rows``).
+
+    Its value reaches :attr:`Workload.make_input` as :attr:`keyword`.
+    """
+
+    flag: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def keyword(self) -> str:
+        """``--train-rows`` -> ``train_rows``: argparse's dest and make_input's keyword."""
+        return _dest(self.flag)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,13 +187,19 @@ class Workload:
     baseline : str
         The implementation the others are compared and timed against.
     input_name : str
-        File the input is written to inside the data folder.
+        File the input is written to inside the data folder; implementations
+        are given its path.
+    other_inputs : tuple of str
+        Other files ``make`` writes beside it (a model, a target), which
+        implementations find next to the input; ``run`` checks them too.
     output_name : str
         What ``run --impl NAME`` writes inside the data folder, with
         ``{name}`` for NAME; a trailing ``/`` means a folder (a dataset),
         which must not exist before the run, lest old part files mix in.
     make_input : MakeInput
-        Writes the input.
+        Writes the input (and the other inputs).
+    make_options : tuple of MakeOption
+        Options of ``make`` and ``bench`` passed on to ``make_input``.
     describe_input : callable
         ``rows -> "16,000,000 x 8 float64 (1024 MB)"``, for ``bench``.
     describe_made : callable
@@ -183,6 +250,8 @@ class Workload:
     add_commands: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None = (
         None
     )
+    other_inputs: tuple[str, ...] = ()
+    make_options: tuple[MakeOption, ...] = ()
 
     # ----------------------------------------------------------------------
     # Running and comparing implementations
@@ -256,20 +325,27 @@ class Workload:
     # Subcommands
     # ----------------------------------------------------------------------
 
+    def _make(self, args: argparse.Namespace, out_dir: Path) -> Path:
+        """Write the input into ``out_dir`` with the options of ``make``/``bench``."""
+        options = {o.keyword: getattr(args, o.keyword) for o in self.make_options}
+        return self.make_input(out_dir, args.rows, seed=args.seed, **options)
+
     def _cmd_make(self, args: argparse.Namespace) -> int:
-        path = self.make_input(args.out, args.rows, seed=args.seed)
+        path = self._make(args, args.out)
         print(self.describe_made(path, args.rows))
         return 0
 
     def _cmd_run(self, args: argparse.Namespace) -> int:
         in_path = args.data / self.input_name
         out = self.output_path(args.data, args.impl)
-        if not in_path.exists():
-            print(
-                f"error: {in_path} does not exist; create it with `make --out {args.data}`.",
-                file=sys.stderr,
-            )
-            return 2
+        for name in (self.input_name, *self.other_inputs):
+            if not (args.data / name).exists():
+                print(
+                    f"error: {args.data / name} does not exist; create it with "
+                    f"`make --out {args.data}`.",
+                    file=sys.stderr,
+                )
+                return 2
         if self.output_name.endswith("/") and out.exists():
             print(f"error: {out} exists; delete it first.", file=sys.stderr)
             return 2
@@ -315,7 +391,7 @@ class Workload:
         try:
             described = self.describe_input(args.rows)
             print(f"making {described} in {data}", file=sys.stderr)
-            in_path = self.make_input(data, args.rows, seed=args.seed)
+            in_path = self._make(args, data)
             notes = self.notes(args, in_path)
             if args.check:
                 outcome = self.verify(data, names, chunk=chunk, n_jobs=args.n_jobs)
@@ -346,6 +422,11 @@ class Workload:
     # Command line
     # ----------------------------------------------------------------------
 
+    def _add_make_options(self, p: argparse.ArgumentParser) -> None:
+        """The workload's own options of ``make`` and ``bench``."""
+        for option in self.make_options:
+            p.add_argument(option.flag, type=option.type, default=option.default, help=option.help)
+
     def _add_run_options(self, p: argparse.ArgumentParser) -> None:
         """Options of ``run`` that ``verify`` and ``bench`` pass on to it."""
         option = self.chunk_option
@@ -367,6 +448,7 @@ class Workload:
             "--out", type=Path, required=True, help=f"directory to write {self.input_name} into"
         )
         p.add_argument("--seed", type=int, default=0)
+        self._add_make_options(p)
         p.set_defaults(func=self._cmd_make)
 
         output = self.output_name.format(name="NAME")
@@ -417,6 +499,7 @@ class Workload:
         )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", type=Path, help="also write the markdown report to this file")
+        self._add_make_options(p)
         self._add_run_options(p)
         p.set_defaults(func=self._cmd_bench)
         return parser
