@@ -11,7 +11,12 @@ sklearn    ``np.load`` the whole array, ``StandardScaler().fit_transform``,
            ``np.save`` (the baseline)
 joblib     two passes of loky workers over row chunks: per-chunk count,
            mean and sum of squared deviations merged in the parent, then
-           ``(x - mean) / std`` written into a shared output memmap
+           ``(x - mean) / std`` written into a shared output memmap (NumPy
+           only: it gives no fitted StandardScaler)
+joblib-sklearn
+           what a user writes for a fitted StandardScaler: ``partial_fit`` on
+           each memmapped chunk in the parent, then loky workers write
+           ``scaler.transform(rows)`` into a shared output memmap
 chunkline-1, chunkline-2
            chunkline's ``Estimator(StandardScaler, fit="merge")`` with
            ``n_jobs=1`` and ``n_jobs=2``
@@ -135,6 +140,20 @@ def run_joblib(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs
     joblib_map_rows(transform, in_path, out_path, bounds, n_jobs=n_jobs)
 
 
+def run_joblib_sklearn(
+    in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int
+) -> None:
+    """Hand-written joblib around scikit-learn: fit by partial_fit, transform in workers."""
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.load(in_path, mmap_mode="r")
+    bounds = chunk_bounds(len(x), chunk_bytes or DEFAULT_CHUNK_BYTES, x[0].nbytes)
+    scaler = StandardScaler()
+    for start, stop in bounds:
+        scaler.partial_fit(x[start:stop])
+    joblib_map_rows(scaler.transform, in_path, out_path, bounds, n_jobs=n_jobs)
+
+
 def run_chunkline(
     in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int, workers: int
 ) -> None:
@@ -155,6 +174,7 @@ def run_chunkline(
 IMPLEMENTATIONS: dict[str, BytesRunner] = {
     "sklearn": run_sklearn,
     "joblib": run_joblib,
+    "joblib-sklearn": run_joblib_sklearn,
     "chunkline-1": functools.partial(run_chunkline, workers=1),
     "chunkline-2": functools.partial(run_chunkline, workers=2),
 }
@@ -174,8 +194,9 @@ def _notes(args: argparse.Namespace, in_path: Path) -> list[str]:
     )
     return [
         f"Workload: W2 StandardScaler fit + transform; sklearn: the whole array in memory; "
-        f"{chunking}; joblib: n_jobs {args.n_jobs}, both passes; chunkline-K: n_jobs K, "
-        "fit='merge'."
+        f"{chunking}; joblib: n_jobs {args.n_jobs}, both passes; joblib-sklearn: "
+        f"partial_fit in the parent, transform on n_jobs {args.n_jobs}; chunkline-K: "
+        "n_jobs K, fit='merge'."
     ]
 
 

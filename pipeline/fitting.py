@@ -133,6 +133,11 @@ class Feed(Stage):
     def role(self) -> str:
         return "fit"
 
+    @property
+    def prefers_threads(self) -> bool:
+        # Checks and statistics over NumPy arrays: work that releases the GIL.
+        return True
+
     def observe(self, data: Data, y: Any, chunk: int, block: int) -> tuple[Any, Any, Any]:
         """``(state, X, y)`` of one block: the state is ``None`` without a reduction."""
         X, y = self.rows(data, y)
@@ -155,6 +160,10 @@ class Applied(Map):
     @property
     def role(self) -> str:
         return "apply"
+
+    @property
+    def prefers_threads(self) -> bool:
+        return self.threads
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,16 @@ class Stage:
         """What the stage does, as reports and ``explain`` name it (its kind by default)."""
         return self.kind
 
+    @property
+    def prefers_threads(self) -> bool:
+        """Whether the stage runs best on threads: its work releases the GIL.
+
+        A pass whose stages all prefer threads runs on the threading backend
+        unless told otherwise (no worker start-up, imports or pickling); user
+        functions might hold the GIL, so by default they do not.
+        """
+        return False
+
     @classmethod
     def from_spec(cls, mapping: Mapping[str, Any]) -> Stage:
         """The stage from its spec mapping (keys checked against :attr:`spec_keys`)."""
@@ -563,8 +573,8 @@ class Fit(Stage):
     def threaded_apply(self, model: Any) -> bool:
         """Whether applying ``model`` runs best on threads (it releases the GIL).
 
-        The apply pass then defaults to the threading backend, as table passes
-        do: one copy of the model, no worker start-up.
+        See :attr:`Stage.prefers_threads`: one copy of the model, no worker
+        start-up. ``model`` is ``None`` when a plan is made before the fit.
         """
         return False
 

@@ -481,14 +481,14 @@ class Estimator(Fit):
             raise SpecError.at(f"stage {self.name!r}.apply", f"{model!r} has no {method}")
 
     def threaded_apply(self, model: Any) -> bool:
-        # scikit-learn's predict and transform spend their time in NumPy, BLAS or
-        # Cython code that releases the GIL. Measured on a RandomForest's
-        # predict_proba (4M x 20): threads over row chunks with n_jobs=1 inside were
-        # as fast as the forest's own n_jobs=2, bitwise equal to the serial result,
-        # with a quarter of its memory; loky workers each had to import
-        # scikit-learn (~1 s) and hold a copy of the model. The scalers' NumPy
-        # kernels need neither, and run in processes like any NumPy map.
-        return _lowered(model, self.method or _default_method(model)) is None
+        # scikit-learn's predict and transform, and the scalers' NumPy kernels,
+        # spend their time in NumPy, BLAS or Cython code that releases the GIL.
+        # Measured: a RandomForest's predict_proba (4M x 20) over row chunks on
+        # threads, n_jobs=1 inside, was as fast as the forest's own n_jobs=2,
+        # bitwise equal to the serial result, with a quarter of its memory, where
+        # loky workers each imported scikit-learn (~1 s) and held a model copy;
+        # the scaler's passes on W2 ran twice as fast on threads as on loky.
+        return True
 
     def applier(self, model: Any, model_path: str | None) -> EstimatorApply:
         method = self.method or _default_method(model)
@@ -580,11 +580,11 @@ class Estimator(Fit):
                 if self.classes is not None
                 else "; classes found in this pass, before the first partial_fit"
             )
-        apply = f"then {self.method}"
-        if kind in ("StandardScaler", "MinMaxScaler", "MaxAbsScaler"):
+        apply = f"then {self.method} on threads"
+        if _lowered_kinds(self.unfitted):
             apply += " (a NumPy kernel checked against scikit-learn's own transform)"
         else:
-            apply += " on threads (scikit-learn releases the GIL)"
+            apply += " (scikit-learn releases the GIL)"
             itself = parallelizes_itself(self.unfitted)
             if itself:
                 apply += f", one chunk per core with n_jobs=1 inside ({itself})"
@@ -645,6 +645,13 @@ def _template(model: Any, method: str, n_features: int | None, stage: str) -> np
             f"stage {stage!r}.apply",
             f"{type(model).__name__}.{method} fails on a row of zeros: {exc}",
         ) from exc
+
+
+def _lowered_kinds(estimator: Any) -> bool:
+    """Whether :func:`_lowered` has a NumPy kernel for ``estimator``'s class."""
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
+
+    return type(estimator) in (StandardScaler, MinMaxScaler, MaxAbsScaler)
 
 
 def _lowered(model: Any, method: str) -> Affine | None:
