@@ -152,10 +152,16 @@ class Applied(Map):
     """A map applying a fitted model (the second half of a fit, or a saved model).
 
     ``threads``: the model runs best on threads (see
-    :meth:`~pipeline.stage.Fit.threaded_apply`), so its pass defaults to them.
+    :meth:`~pipeline.stage.Fit.threaded_apply`), so its pass defaults to them;
+    ``preferred_chunk_bytes``: see :meth:`~pipeline.stage.Fit.apply_chunk_bytes`.
     """
 
     threads: bool = field(default=False, kw_only=True)
+    preferred_chunk_bytes: int | None = field(default=None, kw_only=True)
+
+    @property
+    def chunk_bytes(self) -> int | None:
+        return self.preferred_chunk_bytes
 
     @property
     def role(self) -> str:

@@ -130,6 +130,10 @@ class PendingApply(Stage):
     def prefers_threads(self) -> bool:
         return self.fit.threaded_apply(None)  # as the Applied it becomes
 
+    @property
+    def chunk_bytes(self) -> int | None:
+        return self.fit.apply_chunk_bytes(None)
+
 
 @dataclass(frozen=True)
 class _Probe:
@@ -569,6 +573,7 @@ def applied_model(stage: Fit, model: Any, model_path: str | None) -> Applied:
         n_jobs=stage.n_jobs,
         backend=stage.backend,
         threads=stage.threaded_apply(model),
+        preferred_chunk_bytes=stage.apply_chunk_bytes(model),
     )
 
 
@@ -627,11 +632,10 @@ def realize_pass(
         output_meta.row_nbytes if output_meta is not None else 0,
         table.row_nbytes if table is not None else 0,
     )
+    preferred = [s.chunk_bytes for s in stages if s.chunk_bytes is not None]
+    default_bytes = DEFAULT_TABLE_CHUNK_BYTES if table_input else DEFAULT_CHUNK_BYTES
     chunk_rows = resolve_chunk_rows(
-        plan.chunks,
-        row_nbytes,
-        settings.n_workers,
-        DEFAULT_TABLE_CHUNK_BYTES if table_input else DEFAULT_CHUNK_BYTES,
+        plan.chunks, row_nbytes, settings.n_workers, max([default_bytes, *preferred])
     )
     n_chunks: int | None = None
     if table is not None:

@@ -155,6 +155,14 @@ class Stage:
         return self.kind
 
     @property
+    def chunk_bytes(self) -> int | None:
+        """Input bytes per chunk the stage runs best with, when the spec sets none.
+
+        ``None``: the engine's default. A pass takes the largest its stages ask for.
+        """
+        return None
+
+    @property
     def prefers_threads(self) -> bool:
         """Whether the stage runs best on threads: its work releases the GIL.
 
@@ -569,6 +577,14 @@ class Fit(Stage):
         applier must accept a chunk with zero rows.
         """
         raise NotImplementedError
+
+    def apply_chunk_bytes(self, model: Any) -> int | None:
+        """Input bytes per chunk that applying ``model`` runs best with (``None``: default).
+
+        A model with a fixed cost per call wants larger chunks than a NumPy
+        function does. ``model`` is ``None`` when a plan is made before the fit.
+        """
+        return None
 
     def threaded_apply(self, model: Any) -> bool:
         """Whether applying ``model`` runs best on threads (it releases the GIL).

@@ -76,6 +76,7 @@ __all__ = [
     "GroupBy",
     "Histogram",
     "LabelSet",
+    "MODEL_CHUNK_BYTES",
     "Max",
     "MaxAbsScalerMerge",
     "Mean",
@@ -142,6 +143,7 @@ _LAZY = (
         for name in (
             "APPLY_METHODS",
             "Estimator",
+            "MODEL_CHUNK_BYTES",
             "MergeChunks",
             "make_estimator",
             "parallelizes_itself",
