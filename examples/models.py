@@ -34,12 +34,14 @@ result = train.run()
 print(result.report.format())
 print("classes:", result.models["clf"].classes_.tolist())
 
-# 2. Later, apply the saved models without refitting them.
+# 2. Later, apply the saved models without refitting them. With skops
+#    installed (pip install -e '.[models]'), each model is also saved as
+#    .skops, which loads without running arbitrary code: model="....skops".
 apply = Pipeline(
     "data/customers.npy",
     [
         Estimator(model="out/py_models/StandardScaler.joblib"),
-        Estimator(model="out/py_models/pca.skops", name="pca"),  # skops: safe loading
+        Estimator(model="out/py_models/pca.joblib", name="pca"),
         Estimator(model="out/py_models/clf.joblib", apply="predict_proba", name="clf"),
     ],
     sink="out/py_proba.npy",
@@ -48,10 +50,13 @@ apply = Pipeline(
 proba = apply.run().output
 print(f"churn probability of the first customer: {proba[0, 1]:.3f}")
 
-# 3. A small grid search on one memory-mapped copy of the data.
+# 3. A small grid search on one memory-mapped copy of the scaled data.
 search = Pipeline(
     SOURCE,
-    [TrainMany("sklearn.linear_model.LogisticRegression", grid={"C": [0.01, 1.0]}, name="lr")],
+    [
+        StandardScaler(),
+        TrainMany("sklearn.linear_model.LogisticRegression", grid={"C": [0.01, 1.0]}, name="lr"),
+    ],
     n_jobs=2,
 ).run(output=False)
 for trial in search.trials["lr"]:
