@@ -507,9 +507,12 @@ class Estimator(Fit):
         kernel: Callable[[Any], np.ndarray] | None = _lowered(model, method)
         if kernel is None:
             one = _template(model, method, n_features, self.name)
-            single = "n_jobs" in model.get_params(deep=False)
+            # chunkline runs one task per core already. An n_jobs left at None
+            # means one job inside joblib's workers; only a value the user set
+            # is overridden (touching a deprecated n_jobs would warn).
+            single = model.get_params(deep=False).get("n_jobs") is not None
             in_process = model
-            if single:  # chunkline runs one task per core already
+            if single:
                 in_process = copy.copy(model)
                 in_process.set_params(n_jobs=1)
             kernel = ModelApply(

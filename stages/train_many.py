@@ -164,9 +164,9 @@ def _fit_one(
     """
     started = time.perf_counter()
     train, test = rows
-    if estimator.get_params(deep=False).get("n_jobs", 0) is None:
-        estimator.set_params(n_jobs=threads)
-    with threadpool_limits(threads):
+    # Threads for OpenMP and BLAS, and for the estimator's own joblib workers
+    # (an n_jobs left at None takes the context's); a user's n_jobs stays.
+    with threadpool_limits(threads), joblib.parallel_config(n_jobs=threads):
         X_train, y_train = _rows(X, train), _rows(y, train)
         estimator.fit(X_train) if y is None else estimator.fit(X_train, y_train)
         seconds = time.perf_counter() - started
