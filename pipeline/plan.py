@@ -467,7 +467,9 @@ class _Shape:
 
     stages: list[Stage]
     fit: Fit | None = None
-    replayed: int = 0
+    #: After a fit whose pass filtered rows: this pass may recompute them
+    #: through those filters (see realize_pass), so no halo is at hand.
+    filtered_before: bool = False
     output: Output = "none"
 
 
@@ -484,6 +486,22 @@ def _feed_of(stage: Fit) -> Feed:
         backend=stage.backend,
         reduction=reduction,
     )
+
+
+def _recomputing(
+    after: PassPlan | None, reads_output: bool, stages: list[Stage]
+) -> tuple[list[Stage], int]:
+    """The pass's stages, led by those recomputing the rows a fit saw; how many lead.
+
+    After a fit pass whose rows were not written, the next pass reads the fit
+    pass's input again and re-runs what turned it into the fit's rows: that
+    pass's stages before the fit that change data (taps, which have seen
+    every row, are not re-run). They must be deterministic, as every stage is.
+    """
+    if after is None or after.fit is None or reads_output:
+        return stages, 0
+    again = [s for s in after.stages[:-1] if s.changes_data]
+    return [*again, *stages], len(again)
 
 
 def reads_output_of(after: PassPlan) -> bool:
@@ -505,13 +523,12 @@ def _shapes(
     overlap = pipeline.chunks.overlap
 
     def fuses_with(shape: _Shape, stage: Stage) -> bool:
-        own = [s for s in shape.stages[shape.replayed :]] or shape.stages
-        if settings_of(own[-1]) != settings_of(stage):
+        if settings_of(shape.stages[-1]) != settings_of(stage):
             return False
         # A windowed map after a filter needs halo rows of the *filtered* data,
         # which only exist once the filter's output is materialized. Applying a
         # model is row-wise: it needs no halo.
-        after_filter = any(s.kind == "filter" for s in shape.stages)
+        after_filter = shape.filtered_before or any(s.kind == "filter" for s in shape.stages)
         windowed = stage.kind == "map" and stage.role == "map"
         return not (overlap and windowed and after_filter)
 
@@ -527,14 +544,13 @@ def _shapes(
             current.stages.append(_feed_of(stage))
             current.fit = stage
             shapes.append(current)
-            # The next pass applies the model to the rows the fit saw: it
-            # recomputes them from the fit pass's input unless that pass wrote
-            # them (decided when the pass is probed, see realize_pass).
-            replay = [s for s in current.stages[:-1] if s.changes_data and s.kind != "feed"]
+            # The next pass applies the model to the rows the fit saw: it reads
+            # them back, or recomputes them (decided when probed: realize_pass).
             pending = PendingApply(
                 stage, name=stage.name, n_jobs=stage.n_jobs, backend=stage.backend
             )
-            current = _Shape([*replay, pending], replayed=len(replay))
+            filtered = current.filtered_before or any(s.kind == "filter" for s in current.stages)
+            current = _Shape([pending], filtered_before=filtered)
         else:
             current.stages.append(stage)
     if current.stages:
@@ -598,11 +614,9 @@ def realize_pass(
     them; models in ``models`` replace the pending applies. Returns the pass
     and the probe rows as they leave it (``None`` when a model is pending).
     """
-    stages = list(shape.stages)
-    replayed = shape.replayed
     reads_output = after is not None and reads_output_of(after)
-    if reads_output and replayed:  # the rows the fit saw are in the workspace
-        stages, replayed = stages[replayed:], 0
+    # A pass planned earlier may lead with stages it recomputed then: drop them.
+    stages, replayed = _recomputing(after, reads_output, list(shape.stages[shape.replayed :]))
     stages = [models.get(s.fit.name, s) if isinstance(s, PendingApply) else s for s in stages]
     fit = shape.fit
     stages = _with_feed_decided(stages, fit, isinstance(probe.data, np.ndarray))
@@ -782,7 +796,6 @@ def _unprobed(k: int, shape: _Shape) -> PassPlan:
         chunk_rows=1,
         n_chunks=None,
         fit=shape.fit,
-        replayed=shape.replayed,
     )
 
 
@@ -809,8 +822,8 @@ def _unknown(
 ) -> PassPlan:
     """A pass whose input depends on a model not fitted yet: settings only."""
     reads_output = after is not None and reads_output_of(after)
-    stages = list(planned.stages[planned.replayed :] if reads_output else planned.stages)
-    first = planned.stages[planned.replayed] if planned.stages else None
+    stages, replayed = _recomputing(after, reads_output, list(planned.stages))
+    first = stages[replayed] if len(stages) > replayed else None
     # Its input is unknown, but an array if it reads rows a fit pass wrote.
     array_input = reads_output and after is not None and after.fit is not None
     stages = _with_feed_decided(stages, planned.fit, array_input)
@@ -819,7 +832,7 @@ def _unknown(
         planned,
         stages=tuple(stages),
         stage_metas=(None,) * len(stages),
-        replayed=0 if reads_output else planned.replayed,
+        replayed=replayed,
         output=(
             ("workspace" if _feed_writes(stages) else "none")
             if planned.fit is not None

@@ -511,3 +511,25 @@ def test_estimators_from_other_packages_work_without_scikit_learns_constraints(r
     result = run(X, [Estimator(Tripler(), name="t")], tmp_path, chunks=70, **LOKY)
     np.testing.assert_array_equal(result.output, X * 3.0)
     assert_same_params(result.models["t"], Tripler().fit(X), ["n_features_in_"])
+
+
+def double(X: np.ndarray) -> np.ndarray:
+    return X * 2.0
+
+
+def test_a_merge_fit_after_a_fit_that_wrote_its_rows_recomputes_nothing_twice(rng, tmp_path):
+    # map -> partial_fit (writes the doubled rows) -> merge (writes nothing): the
+    # pass after the merge reads the rows the first fit wrote, so it must not
+    # double them (nor scale them) again.
+    X, _ = make_xy(rng)
+    stages = [
+        Map(double, name="double"),
+        Estimator(StandardScaler(), fit="partial_fit", name="s1"),
+        Estimator(MinMaxScaler(), fit="merge", name="s2"),
+    ]
+    result = run(X, stages, tmp_path, chunks=70, **THREADS)
+    s1, s2 = result.models["s1"], result.models["s2"]
+    np.testing.assert_allclose(s1.mean_, (2 * X).mean(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(result.output, s2.transform(s1.transform(2 * X)))
+    text = Pipeline(X, stages, chunks=70, **THREADS).explain()
+    assert "recomputes 'double'" not in text
