@@ -94,14 +94,16 @@ class _Outputs:
 class _Commit:
     """Everything written beside a final path, to move into place or remove."""
 
-    moves: list[tuple[str, str]] = field(default_factory=list)  # (temporary, final)
+    # (temporary, final); no temporary: a stale file at final is removed.
+    moves: list[tuple[str | None, str]] = field(default_factory=list)
     parquet: ParquetTarget | None = None
     folders: list[str] = field(default_factory=list)  # made for outputs; removed if empty
 
     def abort(self) -> None:
         for temporary, _ in self.moves:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
+            if temporary is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(temporary)
         if self.parquet is not None:
             self.parquet.abort()
         for folder in reversed(self.folders):
@@ -124,7 +126,11 @@ class _Commit:
     def commit(self, schema: pa.Schema | None) -> None:
         for temporary, final in self.moves:
             try:
-                os.replace(temporary, final)
+                if temporary is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(final)
+                else:
+                    os.replace(temporary, final)
             except OSError as exc:
                 raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
         self.moves.clear()
@@ -369,7 +375,10 @@ class _Run:
             stage_seconds = [a + b for a, b in zip(stage_seconds, outcome.seconds, strict=True)]
             peak_rss = max(peak_rss, outcome.peak_rss)
             if fit is not None and fit.streams:
-                fit.consume(outcome.index, *_training_chunk(current, outputs, chunks, outcome))
+                if outcome.rows_out:
+                    fit.consume(outcome.index, *_training_chunk(current, outputs, chunks, outcome))
+                else:  # a filter dropped every row of the chunk
+                    fit.consumed += 1
         states = acc if acc is not None else _empty_states(p, current)
         feed_state = None
         for stage, state in zip(stateful(p.stages), states, strict=True):
@@ -416,7 +425,7 @@ class _Run:
         # Worker processes load the model from this file, once each, rather
         # than receiving it with every task. A model pickle cannot store can
         # still be applied on threads, which share it in memory.
-        path: str | None = self.workspace.path(f"model-{p.index}-{stage.name}.joblib")
+        path: str | None = self.workspace.path(f"model-{p.index}.joblib")
         try:
             joblib.dump(fitted.model, path)
         except (pickle.PicklingError, TypeError, AttributeError):
@@ -429,10 +438,10 @@ class _Run:
             self.commit.make_folder(self.sink.models, "sink.models")
             try:
                 self.commit.moves.extend(stage.save_model(fitted, self.sink.models))
-            except OSError as exc:
+            except Exception as exc:  # pickling errors, full disks, ...
                 raise SinkError(
-                    f"sink.models: cannot write the model of stage {stage.name!r} into "
-                    f"{self.sink.models}: {exc}"
+                    f"sink.models: cannot save the model of stage {stage.name!r} into "
+                    f"{self.sink.models}: {type(exc).__name__}: {exc}"
                 ) from exc
         schedule = run.schedule
         self.fit_reports.append(

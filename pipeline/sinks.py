@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write_json",
     "read_parts",
     "reductions_as_json",
+    "stage_files",
     "temporary_sibling",
     "to_jsonable",
     "write_part",
@@ -52,6 +53,34 @@ def temporary_sibling(final: str | os.PathLike[str]) -> str:
     """
     final = Path(final)
     return str(final.with_name(f".{final.name}.chunkline-{secrets.token_hex(4)}.tmp"))
+
+
+def stage_files(
+    writers: Mapping[str, Callable[[str], None] | None],
+) -> list[tuple[str | None, str]]:
+    """Write files under temporary names beside their final paths, for a later commit.
+
+    ``writers`` maps each final path to a function writing the file at the
+    path it is given, or to ``None``: no such file this time, and one left
+    at the final path by an earlier run must go (it would be stale). Returns
+    ``(temporary, final)`` pairs, ``temporary`` being ``None`` for those. If
+    a writer raises, the temporaries already written are removed first.
+    """
+    pairs: list[tuple[str | None, str]] = []
+    try:
+        for final, write in writers.items():
+            if write is None:
+                pairs.append((None, final))
+                continue
+            temporary = temporary_sibling(final)
+            pairs.append((temporary, final))
+            write(temporary)
+    except BaseException:
+        for written, _ in pairs:
+            if written is not None:
+                Path(written).unlink(missing_ok=True)
+        raise
+    return pairs
 
 
 def allocate_npy(path: str, dtype: np.dtype, shape: tuple[int, ...]) -> ArrayRef:

@@ -594,11 +594,15 @@ class Fit(Stage):
         """
         return False
 
-    def save_model(self, fitted: Fitted, folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    def save_model(
+        self, fitted: Fitted, folder: str | os.PathLike[str]
+    ) -> list[tuple[str | None, str]]:
         """Write the model's files into ``folder`` under temporary names.
 
-        Returns ``(temporary, final)`` pairs: the engine renames them when the
-        whole run has succeeded, and removes them otherwise.
+        Returns ``(temporary, final)`` pairs (see :func:`pipeline.sinks.stage_files`):
+        the engine renames them when the whole run has succeeded, and removes
+        them otherwise; a ``None`` temporary removes a stale file at ``final``.
+        If writing fails, no temporary file may be left behind.
         """
         raise NotImplementedError
 

@@ -48,7 +48,7 @@ from pipeline.errors import SourceError, SpecError, SpecIssue
 from pipeline.fitting import TrainingChunk
 from pipeline.parallel import ParallelSettings
 from pipeline.registry import did_you_mean, import_object
-from pipeline.sinks import temporary_sibling, to_jsonable
+from pipeline.sinks import stage_files, to_jsonable
 from pipeline.stage import FIT_STRATEGIES, Fit, FitSchedule, Fitted, Reduction
 
 from .learning import (
@@ -291,6 +291,7 @@ class Estimator(Fit):
                 issues.extend(exc.issues)
 
         check(self._resolve_estimator)
+        check(self._check_name)
         check(self._resolve_columns)
         if self.unfitted is not None or self.model is not None:
             check(self._resolve_strategy)
@@ -321,6 +322,16 @@ class Estimator(Fit):
             params=dict(self.params),
             name=self.name or type(estimator).__name__,
         )
+
+    def _check_name(self) -> None:
+        # The name names the stage's files in sink.models: it must stay a file name.
+        name = self.name
+        if any(sep and sep in name for sep in (os.sep, os.altsep)) or name.startswith("."):
+            raise SpecError.at(
+                "name",
+                f"{name!r} names the stage's model files (sink.models): give a name "
+                "without '/' that does not start with '.'",
+            )
 
     def _resolve_columns(self) -> None:
         self._set(features=_names(self.features, "features"), output=_names(self.output, "output"))
@@ -532,26 +543,31 @@ class Estimator(Fit):
             f"model {self.model}" if isinstance(self.model, str) else f"the model of {self.name!r}",
         )
 
-    def save_model(self, fitted: Fitted, folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
-        base = os.path.join(os.fspath(folder), self.name)
-        pairs = []
-        path = temporary_sibling(f"{base}.joblib")
-        pairs.append((path, f"{base}.joblib"))
-        joblib.dump(fitted.model, path)
+    def save_model(
+        self, fitted: Fitted, folder: str | os.PathLike[str]
+    ) -> list[tuple[str | None, str]]:
+        return stage_files(self._model_files(fitted, os.path.join(os.fspath(folder), self.name)))
+
+    def _model_files(self, fitted: Fitted, base: str) -> dict[str, Callable[[str], None] | None]:
+        """Each file of a saved model (by final path) and how to write it."""
         try:
-            import skops.io
+            import skops.io as skops_io
         except ImportError:
-            skops = None
-        if skops is not None:
-            path = temporary_sibling(f"{base}.skops")
-            pairs.append((path, f"{base}.skops"))
-            skops.io.dump(fitted.model, path)
-        path = temporary_sibling(f"{base}.json")
-        pairs.append((path, f"{base}.json"))
-        with open(path, "w") as f:
-            json.dump(self._model_card(fitted), f, indent=2)
-            f.write("\n")
-        return pairs
+            skops_io = None
+
+        def card(path: str) -> None:
+            with open(path, "w") as f:
+                json.dump(self._model_card(fitted), f, indent=2)
+                f.write("\n")
+
+        return {
+            f"{base}.joblib": lambda path: joblib.dump(fitted.model, path),
+            # Without skops, an earlier .skops of this stage would be stale: removed.
+            f"{base}.skops": (
+                None if skops_io is None else lambda path: skops_io.dump(fitted.model, path)
+            ),
+            f"{base}.json": card,
+        }
 
     def _model_card(self, fitted: Fitted) -> dict[str, Any]:
         """What the saved model is: estimator, strategy, columns; for people and tools."""

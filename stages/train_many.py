@@ -23,12 +23,14 @@ runs other models side by side, one core each; ``explain`` says which and why.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import joblib
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, ParameterGrid
@@ -334,19 +336,11 @@ class TrainMany(Estimator):
             )
         return rows
 
-    def save_model(self, fitted: Fitted, folder: Any) -> list[tuple[str, str]]:
-        import os
-
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        from pipeline.sinks import temporary_sibling
-
-        pairs = super().save_model(fitted, folder)
-        final = os.path.join(os.fspath(folder), f"{self.name}-trials.csv")
-        path = temporary_sibling(final)
-        pacsv.write_csv(pa.Table.from_pylist(list(fitted.trials or ())), path)
-        return [*pairs, (path, final)]
+    def _model_files(self, fitted: Fitted, base: str) -> dict[str, Callable[[str], None] | None]:
+        files = super()._model_files(fitted, base)
+        trials = pa.Table.from_pylist(list(fitted.trials or ()))
+        files[f"{base}-trials.csv"] = lambda path: pacsv.write_csv(trials, path)
+        return files
 
     def describe_fit(self, parallel: ParallelSettings) -> str:
         how, amount = _score_rule(self.score)

@@ -11,6 +11,7 @@ Either way the sink's final paths, model files included, are untouched.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import joblib
@@ -22,7 +23,7 @@ import yaml
 from sklearn.linear_model import LinearRegression
 from test_cli import chunkline
 
-from pipeline import ArraySource, Map, Pipeline, SourceError, SpecError, StageError
+from pipeline import ArraySource, Map, Pipeline, SinkError, SourceError, SpecError, StageError
 from stages import Estimator
 
 N, D, CHUNK = 120, 3, 40  # chunks 0, 1, 2: rows 0-40, 40-80, 80-120
@@ -342,3 +343,44 @@ def test_cli_exit_codes_for_estimator_stages(tmp_path, rng):
         result.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_cannot_be_saved_leaves_no_file_behind(tmp_path, rng):
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, _ = data(rng)
+    models = tmp_path / "out" / "models"
+    # A lambda inside the model: pickle (joblib) cannot save it.
+    stage = Estimator(FunctionTransformer(func=lambda a: a + 1.0), name="ft")
+    pipe = Pipeline(
+        X, [stage], sink={"npy": str(tmp_path / "out" / "x.npy"), "models": str(models)}, n_jobs=1
+    )
+    with pytest.raises(
+        SinkError,
+        match=r"^sink\.models: cannot save the model of stage 'ft' "
+        r"into .*models: PicklingError",
+    ):
+        pipe.run(progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_saved_model_replaces_every_file_of_the_earlier_one(tmp_path, rng, monkeypatch):
+    X, _ = data(rng)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "scale.skops").write_bytes(b"an older model")
+    monkeypatch.setitem(sys.modules, "skops.io", None)  # as if skops were not installed
+    Pipeline(
+        X,
+        [Estimator("sklearn.preprocessing.StandardScaler", name="scale")],
+        sink={"models": str(models)},
+        n_jobs=1,
+    ).run(progress=False)
+    assert sorted(os.listdir(models)) == ["scale.joblib", "scale.json"]
+
+
+def test_a_fit_stage_name_must_be_a_file_name():
+    spec_error(
+        {"name": "../up", "sklearn": "sklearn.preprocessing.StandardScaler"},
+        r"^stages\[0\]\.name: '\.\./up' names the stage's model files",
+    )

@@ -533,3 +533,18 @@ def test_a_merge_fit_after_a_fit_that_wrote_its_rows_recomputes_nothing_twice(rn
     np.testing.assert_array_equal(result.output, s2.transform(s1.transform(2 * X)))
     text = Pipeline(X, stages, chunks=70, **THREADS).explain()
     assert "recomputes 'double'" not in text
+
+
+def test_partial_fit_after_a_filter_that_empties_a_chunk(rng, tmp_path):
+    X, y = make_xy(rng)
+    X[70:140, 2] = np.nan  # chunk 1 loses every row to the filter
+    keep = np.isfinite(X).all(axis=1)
+    stages = [Filter("finite_rows", name="finite"), Estimator(IncrementalPCA(2), name="pca")]
+    result = run(ArraySource(X, y), stages, tmp_path, chunks=70, **THREADS)
+    expected = IncrementalPCA(2)
+    for start in range(0, N, 70):
+        part = X[start : start + 70][keep[start : start + 70]]
+        if len(part):
+            expected.partial_fit(part)
+    assert_same_params(result.models["pca"], expected, ["components_", "mean_"])
+    np.testing.assert_array_equal(result.output, expected.transform(X[keep]))
