@@ -289,14 +289,24 @@ class TrainMany(Estimator):
         scorer = get_scorer(self.scoring) if self.scoring else None
         folds = self._folds(X.shape[0], how, amount)
         jobs = [(i, fold) for i in range(len(self.candidates)) for fold in folds]
-        # Runs inside the pass's parallel_config (see FitRun): joblib hands the
-        # workers the memmap as a reference to its file, not a copy.
-        done = joblib.Parallel(n_jobs=split.outer)(
+        tasks = (
             joblib.delayed(_fit_one)(clone(self.candidates[i]), X, y, fold, split.inner, scorer)
             for i, fold in jobs
         )
+        if split.outer == 1:  # one model at a time, here, with every core
+            done = [fit(*args, **kwargs) for fit, args, kwargs in tasks]
+        else:
+            # Side by side in worker processes, never threads: BLAS and OpenMP
+            # limits are per process, and joblib hands each worker the memmap as
+            # a reference to its file, not a copy. dask, if the pass runs there.
+            backend = "dask" if parallel.backend == "dask" else "loky"
+            with joblib.parallel_config(backend=backend):
+                done = joblib.Parallel(n_jobs=split.outer)(tasks)
         rows = self._trials(jobs, done)
-        best = max(range(len(rows)), key=lambda i: rows[i]["score"])
+        scores = np.array([row["score"] for row in rows], dtype=float)
+        if np.isnan(scores).all():
+            raise ValueError(f"every candidate of {self.name!r} scored NaN: none can be kept")
+        best = int(np.nanargmax(scores))
         model = done[best * len(folds)][0]
         if how == "cv" or self.refit:
             everything = (slice(None), None)

@@ -121,3 +121,52 @@ def test_explain_says_which_split_it_chose_and_why(xy, tmp_path):
     for (lr, leaves), score in zip([(0.1, 7), (0.1, 15), (0.2, 7), (0.2, 15)], scores, strict=True):
         model = HistGradientBoostingRegressor(max_iter=5, learning_rate=lr, max_leaf_nodes=leaves)
         assert score == model.fit(X[:cut], y[:cut]).score(X[cut:], y[cut:])
+
+
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("split", ["models", "estimator"])
+def test_an_explicit_split_gives_the_same_models_and_leaves_thread_limits(xy, tmp_path, split):
+    X, y = xy
+    before = blas_threads()
+    stage = TrainMany(Ridge(), grid={"alpha": [0.1, 1.0, 10.0]}, split=split, name="r")
+    result = run(X, y, stage, tmp_path, n_jobs=2)
+    assert blas_threads() == before  # the run's thread limits did not leak
+    detail = result.report.fits[0].detail
+    assert ("2 models at a time" if split == "models" else "1 model at a time") in detail
+    cut = N - round(N * 0.2)
+    expected = [Ridge(alpha=a).fit(X[:cut], y[:cut]).score(X[cut:], y[cut:]) for a in (0.1, 1, 10)]
+    np.testing.assert_array_equal([t["score"] for t in result.trials["r"]], expected)
+
+
+def test_refit_fits_the_best_holdout_candidate_on_all_rows(xy, tmp_path):
+    X, y = xy
+    stage = TrainMany(
+        Lasso(),
+        grid={"alpha": [0.01, 10.0]},
+        scoring="neg_mean_absolute_error",
+        refit=True,
+        name="l",
+    )
+    result = run(X, y, stage, tmp_path, n_jobs=1)
+    assert result.models["l"].alpha == 0.01
+    np.testing.assert_array_equal(result.models["l"].coef_, Lasso(alpha=0.01).fit(X, y).coef_)
+
+
+class NanScore(Ridge):
+    """A regressor whose score is undefined."""
+
+    def score(self, X, y, sample_weight=None):
+        return float("nan")
+
+
+def test_candidates_that_all_score_nan_keep_nothing(xy, tmp_path):
+    from pipeline import StageError
+
+    X, y = xy
+    with pytest.raises(StageError, match=r"every candidate of 'n' scored NaN"):
+        run(X, y, TrainMany([NanScore(), NanScore(alpha=2.0)], name="n"), tmp_path, n_jobs=1)
