@@ -15,14 +15,12 @@ import contextlib
 import glob
 import itertools
 import os
-import pickle
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import joblib
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,7 +30,7 @@ from .blocks import ArrayMeta, TableMeta
 from .chunking import Chunk, plan_chunks
 from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
-from .fitting import Applied, Feed, FitRun, TrainingRows
+from .fitting import Applied, Feed, FitRun, TrainingRows, model_file
 from .parquet import ParquetOptions, ParquetTarget
 from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass, sample_of
 from .progress import progress_bar
@@ -422,14 +420,7 @@ class _Run:
         """Keep a fitted model: for later passes, for the result and the sink's folder."""
         stage = p.fit
         assert stage is not None
-        # Worker processes load the model from this file, once each, rather
-        # than receiving it with every task. A model pickle cannot store can
-        # still be applied on threads, which share it in memory.
-        path: str | None = self.workspace.path(f"model-{p.index}.joblib")
-        try:
-            joblib.dump(fitted.model, path)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            path = None
+        path = model_file(fitted.model, self.workspace.path(f"model-{p.index}.joblib"))
         self.models[stage.name] = applied_model(stage, fitted.model, path)
         self.result.models[stage.name] = fitted.model
         if fitted.trials is not None:

@@ -20,11 +20,14 @@ when it can); ``full`` fits the memory-mapped training rows at once;
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
+import joblib
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -42,7 +45,22 @@ __all__ = [
     "SampleState",
     "TrainingChunk",
     "TrainingRows",
+    "model_file",
 ]
+
+
+def model_file(model: Any, path: str) -> str | None:
+    """Write ``model`` to ``path`` with joblib, for worker processes to load once each.
+
+    Returns the path, or ``None`` if pickle cannot store the model (a lambda
+    inside it, say): then only threads, which share it in memory, can apply it.
+    """
+    try:
+        joblib.dump(model, path)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        Path(path).unlink(missing_ok=True)
+        return None
+    return path
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ class Pipeline:
         check_parallel_settings(n_jobs, backend, "")
         with Workspace(self.workspace) as workspace:
             opened = self.source.open(workspace)
-            return build_plan(self, opened, n_jobs=n_jobs, backend=backend)
+            return build_plan(self, opened, n_jobs=n_jobs, backend=backend, workspace=workspace)
 
     def explain(self, *, n_jobs: int | None = None, backend: str | None = None) -> str:
         """The plan as text: passes, fused stages, chunks, output files, memory."""
@@ -209,7 +209,9 @@ class Pipeline:
         _on_sys_path(self.search_path)
         with Workspace(self.workspace) as workspace:
             opened = self.source.open(workspace)
-            plan = build_plan(self, opened, n_jobs=n_jobs, backend=backend, output=output)
+            plan = build_plan(
+                self, opened, n_jobs=n_jobs, backend=backend, output=output, workspace=workspace
+            )
             out = execute_plan(
                 plan,
                 opened,

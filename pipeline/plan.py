@@ -41,7 +41,7 @@ from .chunking import (
 )
 from .datasets import TableRef
 from .errors import SpecError, StageError
-from .fitting import Applied, Feed, Sample
+from .fitting import Applied, Feed, Sample, model_file
 from .parallel import ParallelSettings, resolve_parallel
 from .schema import check_columns
 from .sinks import Sink
@@ -50,6 +50,7 @@ from .stage import Fit, Stage, StageKind
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+    from .workspace import Workspace
 
 __all__ = [
     "ArrayMeta",
@@ -516,8 +517,23 @@ def reads_output_of(after: PassPlan) -> bool:
     return after.output == "workspace"
 
 
+def _saved(stage: Fit, workspace: Workspace | None) -> Applied:
+    """The map applying a saved model; one given in memory is written to the workspace.
+
+    Worker processes then load it from the file once each, rather than
+    receiving it with every task (threads share it in memory either way).
+    """
+    model, path = stage.saved_model()
+    if path is None and workspace is not None:
+        path = model_file(model, workspace.path(f"saved-{stage.name}.joblib"))
+    return applied_model(stage, model, path)
+
+
 def _shapes(
-    pipeline: Pipeline, settings_of: Callable[[Stage], Any], output: bool = True
+    pipeline: Pipeline,
+    settings_of: Callable[[Stage], Any],
+    output: bool = True,
+    workspace: Workspace | None = None,
 ) -> list[_Shape]:
     """Cut the stages into passes: at fits, at changes of parallel settings, at halos."""
     overlap = pipeline.chunks.overlap
@@ -536,7 +552,7 @@ def _shapes(
     current = _Shape([])
     for stage in pipeline.stages:
         if isinstance(stage, Fit) and stage.schedule() is None:
-            stage = applied_model(stage, *stage.saved_model())
+            stage = _saved(stage, workspace)
         if current.stages and not fuses_with(current, stage):
             shapes.append(current)
             current = _Shape([])
@@ -722,11 +738,13 @@ def build_plan(
     n_jobs: int | None = None,
     backend: str | None = None,
     output: bool = True,
+    workspace: Workspace | None = None,
 ) -> Plan:
     """Compile ``pipeline`` over an opened source, probing every stage it can.
 
     With ``output=False`` and a sink that writes no data file, the data
-    output is not produced: passes that nothing reads are left out.
+    output is not produced: passes that nothing reads are left out. Models
+    given in memory are written to ``workspace`` (the run's), if given.
 
     Passes after a fit not done yet are probed as far as possible (see
     :func:`realize_pass`); the executor probes them again before they run.
@@ -742,7 +760,7 @@ def build_plan(
             stage.backend if stage.backend is not None else default_backend,
         )
 
-    shapes = _shapes(pipeline, settings_of, output)
+    shapes = _shapes(pipeline, settings_of, output, workspace)
     plan = Plan(
         name=pipeline.name,
         source=pipeline.source.describe(),

@@ -401,15 +401,15 @@ class Estimator(Fit):
         self.schedule()  # checks epochs, seed, ...
 
     def _resolve_method(self) -> None:
-        if self.unfitted is None:  # a saved model: checked when it is loaded
-            self._set(method=self.apply or "")
-            return
-        method = self.apply or _default_method(self.unfitted)
-        if method not in APPLY_METHODS:
+        method = self.apply or ("" if self.unfitted is None else _default_method(self.unfitted))
+        if method and method not in APPLY_METHODS:
             hint = did_you_mean(str(method), APPLY_METHODS)
             raise SpecError.at(
                 "apply", f"expected one of {', '.join(APPLY_METHODS)}, got {method!r}{hint}"
             )
+        if self.unfitted is None:  # a saved model: whether it has the method is checked on load
+            self._set(method=method)
+            return
         if not hasattr(self.unfitted, method):
             raise SpecError.at("apply", f"{self.unfitted!r} has no {method}")
         self._set(method=method)

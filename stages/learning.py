@@ -12,8 +12,8 @@ file the engine wrote.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -379,10 +379,13 @@ class Affine:
         return X
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int, size: int) -> Any:
-    # The file's time and size are part of the key: a worker process that
-    # outlives a run must not apply an older version of a saved model.
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a model saved with joblib (``.joblib``, ``.pkl``) or skops (``.skops``).
+
+    skops files load only types skops trusts by default; anything else is
+    refused with the list of untrusted types.
+    """
+    path = os.fspath(path)
     if path.endswith(".skops"):
         import skops.io
 
@@ -392,16 +395,35 @@ def _load(path: str, mtime_ns: int, size: int) -> Any:
     return joblib.load(path)
 
 
-def load_model(path: str | os.PathLike[str]) -> Any:
-    """Load a model saved with joblib (``.joblib``, ``.pkl``) or skops (``.skops``).
+@dataclass
+class _WorkerModel:
+    """The model a worker process applies, loaded once from its file.
 
-    Each process loads a file once and keeps it. skops files load only
-    types skops trusts by default; anything else is refused with the list of
-    untrusted types.
+    One per process: a worker applies one model at a time, and holding more
+    would keep older runs' models (and their files' pages) alive in reused
+    workers. Its own copy, so setting its n_jobs touches nobody else's.
     """
-    path = os.fspath(path)
-    info = os.stat(path)
-    return _load(path, info.st_mtime_ns, info.st_size)
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    key: tuple[Any, ...] = ()
+    model: Any = None
+
+    def get(self, path: str, single_thread: bool) -> Any:
+        info = os.stat(path)
+        # The file's time and size are in the key: a worker that outlives a
+        # run must not apply an older version of a saved model.
+        key = (path, info.st_mtime_ns, info.st_size, single_thread)
+        with self.lock:  # threads of one pass share the process
+            if key != self.key:
+                self.model, self.key = None, ()
+                model = load_model(path)
+                if single_thread:
+                    model.set_params(n_jobs=1)
+                self.model, self.key = model, key
+            return self.model
+
+
+_WORKER_MODEL = _WorkerModel()
 
 
 @dataclass(frozen=True, eq=False)
@@ -428,17 +450,11 @@ class ModelApply:
             state["model"] = None
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def _model(self) -> Any:
-        if self.model is not None:
+        if self.model is not None:  # in the process that fitted or loaded it
             return self.model
         assert self.path is not None
-        model = load_model(self.path)
-        if self.single_thread:
-            model.set_params(n_jobs=1)  # this process's own copy
-        return model
+        return _WORKER_MODEL.get(self.path, self.single_thread)
 
     def __call__(self, X: Any) -> np.ndarray:
         if np.shape(X)[0] == 0:

@@ -384,3 +384,11 @@ def test_a_fit_stage_name_must_be_a_file_name():
         {"name": "../up", "sklearn": "sklearn.preprocessing.StandardScaler"},
         r"^stages\[0\]\.name: '\.\./up' names the stage's model files",
     )
+
+
+def test_apply_of_a_saved_model_is_one_of_the_apply_methods():
+    spec_error(
+        {"model": "m.joblib", "apply": "fit"},
+        r"^stages\[0\]\.apply: expected one of transform, predict, predict_proba, "
+        r"decision_function, score_samples, got 'fit'",
+    )

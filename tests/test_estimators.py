@@ -548,3 +548,66 @@ def test_partial_fit_after_a_filter_that_empties_a_chunk(rng, tmp_path):
             expected.partial_fit(part)
     assert_same_params(result.models["pca"], expected, ["components_", "mean_"])
     np.testing.assert_array_equal(result.output, expected.transform(X[keep]))
+
+
+def test_decision_function_and_score_samples(rng, tmp_path):
+    from sklearn.ensemble import IsolationForest
+
+    X, y = make_xy(rng)
+    svm = run(
+        ArraySource(X, y),
+        [Estimator(SGDClassifier(random_state=0), fit="full", apply="decision_function", name="m")],
+        tmp_path,
+        chunks=70,
+        **THREADS,
+    )
+    np.testing.assert_array_equal(svm.output, svm.models["m"].decision_function(X))
+    forest = IsolationForest(n_estimators=10, random_state=0)
+    iso = run(
+        X, [Estimator(forest, apply="score_samples", name="iso")], tmp_path, chunks=70, **LOKY
+    )
+    np.testing.assert_array_equal(iso.output, iso.models["iso"].score_samples(X))
+
+
+def test_a_model_given_in_memory_reaches_worker_processes_as_a_file(rng, tmp_path):
+    import pickle
+
+    X, y = make_xy(rng)
+    forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
+    stage = Estimator(model=forest, apply="predict_proba", name="rf")
+    plan = Pipeline(X, [stage], chunks=40, **LOKY).plan()
+    applier = plan.passes[0].stages[0].func
+    assert applier.kernel.path is not None  # written to the workspace once
+    assert len(pickle.dumps(applier)) < len(pickle.dumps(forest)) / 20  # not with each task
+    result = run(X, [stage], tmp_path, chunks=40, **LOKY)
+    np.testing.assert_array_equal(result.output, forest.predict_proba(X))
+
+
+def test_loading_a_model_gives_a_fresh_object_every_time(rng, tmp_path):
+    path = tmp_path / "m.joblib"
+    joblib.dump(StandardScaler().fit(rng.standard_normal((5, 2))), path)
+    assert learning.load_model(path) is not learning.load_model(path)
+
+
+def test_workers_applying_the_scalers_import_no_scikit_learn(tmp_path, save_npy, rng):
+    # In a fresh interpreter: the loky pool of this test session has run others.
+    import subprocess
+    import sys
+
+    path = save_npy("x", rng.standard_normal((4000, 3)))
+    script = f"""
+import sys, joblib
+from pipeline import Pipeline
+from stages import Estimator
+Pipeline({path!r}, [Estimator("sklearn.preprocessing.StandardScaler")], chunks=500,
+         n_jobs=2, backend="loky").run(progress=False)
+def loaded():
+    import sys
+    return "sklearn" in sys.modules
+print(any(joblib.Parallel(n_jobs=2)(joblib.delayed(loaded)() for _ in range(8))))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
