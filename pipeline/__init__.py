@@ -16,7 +16,7 @@ from __future__ import annotations
 from .chunking import Chunk, ChunkSpec, parse_bytes, plan_chunks
 from .datasets import TableSource
 from .errors import ChunklineError, SinkError, SourceError, SpecError, SpecIssue, StageError
-from .fitting import Applied, Feed, Sample, TrainingChunk
+from .fitting import TrainingChunk
 from .parquet import ParquetOptions
 from .pipeline import Pipeline, RunResult, load_spec
 from .plan import PassPlan, Plan
@@ -38,13 +38,11 @@ from .stage import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Applied",
     "ArraySource",
     "CallableReduction",
     "Chunk",
     "ChunkSpec",
     "ChunklineError",
-    "Feed",
     "Filter",
     "Fit",
     "FitReport",
@@ -60,7 +58,6 @@ __all__ = [
     "Reduction",
     "RunReport",
     "RunResult",
-    "Sample",
     "Sink",
     "SinkError",
     "SourceError",

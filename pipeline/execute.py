@@ -389,7 +389,9 @@ class _Run:
             joined = _joined(p, outputs, blocks, current, self.sink, self.workspace, self.commit)
         if fit is not None:
             training = (
-                _training_rows(current, joined, outputs, chunks, blocks) if fit.needs_rows else None
+                _training_rows(current, joined, outputs, chunks, blocks)
+                if fit.schedule.needs_rows
+                else None
             )
             self._fitted(p, fit, fit.finish(feed_state, training), len(chunks))
         self.passes.append(p)

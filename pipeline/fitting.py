@@ -250,11 +250,6 @@ class FitRun:
             and not self.schedule.shuffle_chunks
         )
 
-    @property
-    def needs_rows(self) -> bool:
-        """Whether the fit reads the training rows back (so the pass must keep them)."""
-        return self.schedule.strategy in ("partial_fit", "full")
-
     def consume(self, k: int, X: Any, y: Any) -> None:
         """Stream chunk ``k`` into ``partial_fit`` (chunks arrive in chunk order).
 
@@ -270,25 +265,25 @@ class FitRun:
         """The fitted model, once the pass is done (``state``: the combined feed state)."""
         strategy = self.schedule.strategy
         started = time.perf_counter()
-        if strategy == "merge":
-            fitted = self._call(None, lambda: self.stage.fit_state(state))
-        elif strategy == "sample":
-            X, y = Sample(self.schedule.sample_rows, self.schedule.seed).finalize(state)
-            fitted = self._call(None, lambda: self.stage.fit_rows(X, y, self.parallel))
-        elif strategy == "full":
-            assert training is not None
-            X, y = training.all()
-            fitted = self._call(None, lambda: self.stage.fit_rows(X, y, self.parallel))
-        else:
+        if strategy == "partial_fit":
             assert training is not None
             for epoch, order in enumerate(_epoch_orders(self.schedule, len(training.spans))):
                 for k in order:
                     if epoch == 0 and self.streams and k < self.consumed:
                         continue  # consumed while the pass ran
-                    self._partial_fit(k, *training.chunk(k), state)
+                    self._partial_fit(k, *training.chunk(k), state)  # times itself
             if self.model is None:
                 raise StageError(self.stage.name, None, None, "no rows reached partial_fit")
-            fitted = Fitted(model=self.model)
+            return Fitted(model=self.model)
+        if strategy == "merge":
+            fitted = self._call(None, lambda: self.stage.fit_state(state))
+        elif strategy == "sample":
+            X, y = Sample(self.schedule.sample_rows, self.schedule.seed).finalize(state)
+            fitted = self._call(None, lambda: self.stage.fit_rows(X, y, self.parallel))
+        else:
+            assert training is not None
+            X, y = training.all()
+            fitted = self._call(None, lambda: self.stage.fit_rows(X, y, self.parallel))
         self.seconds += time.perf_counter() - started
         return fitted
 

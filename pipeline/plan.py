@@ -379,7 +379,7 @@ def _describe_input(p: PassPlan, passes: Sequence[PassPlan]) -> str:
     again = f"{origin}, read again"
     if p.replayed:
         names = ", ".join(repr(s.name) for s in p.stages[: p.replayed])
-        return f"{again}; recomputes {names} (cheaper than writing the rows and reading them back)"
+        return f"{again}; recomputes {names} (the rows the fit saw were not written)"
     return again
 
 
@@ -647,16 +647,9 @@ def realize_pass(
     if output in ("sink", "memory") and output_meta is not None:
         _check_sink_fits(plan.sink_spec, output_meta)
     assert plan.settings is not None
-    n_jobs, backend = plan.settings(next(iter(stages[replayed:] or stages), None))
     table_input = isinstance(input_meta, TableMeta)
-    # pyarrow releases the GIL while it reads, computes and writes, so table
-    # passes run on threads unless told otherwise: no worker start-up,
-    # imports or pickling (a third faster on W3, see benchmarks/). So do
-    # passes of fits and applies of models alone (Stage.prefers_threads):
-    # twice as fast as processes on W2, and a forest's predict_proba on W4 as
-    # fast as its own n_jobs with a quarter of the memory.
-    threads = table_input or (bool(stages) and all(s.prefers_threads for s in stages))
-    settings = resolve_parallel(n_jobs, backend, default_backend="threading" if threads else None)
+    assert plan.settings is not None
+    settings = _parallel_of(stages, replayed, table_input, plan.settings)
     row_nbytes = max(
         input_meta.row_nbytes,
         output_meta.row_nbytes if output_meta is not None else 0,
@@ -693,6 +686,31 @@ def realize_pass(
     return realized, out
 
 
+def _parallel_of(
+    stages: Sequence[Stage],
+    replayed: int,
+    table_input: bool,
+    settings_of: Callable[[Stage | None], tuple[int | None, str | None]],
+) -> ParallelSettings:
+    """How a pass runs: its own stages' settings, and the default backend it implies.
+
+    pyarrow releases the GIL while it reads, computes and writes, so table
+    passes run on threads unless told otherwise: no worker start-up, imports
+    or pickling (a third faster on W3, see benchmarks/). So do passes of fits
+    and applies of models alone (Stage.prefers_threads): faster than
+    processes on W2, and a forest's predict_proba on W4 as fast as its own
+    n_jobs with a quarter of the memory.
+    """
+    n_jobs, backend = settings_of(next(iter(stages[replayed:] or stages), None))
+    threads = table_input or (bool(stages) and all(s.prefers_threads for s in stages))
+    return resolve_parallel(n_jobs, backend, default_backend="threading" if threads else None)
+
+
+def _reads_a_table(after: PassPlan | None, reads_output: bool) -> bool:
+    """Whether a pass not probed yet reads a table: the input ``after`` read, if a table."""
+    return after is not None and not reads_output and isinstance(after.input_meta, TableMeta)
+
+
 def _feed_writes(stages: Sequence[Stage]) -> bool:
     return bool(stages) and isinstance(stages[-1], Feed) and stages[-1].writes
 
@@ -708,11 +726,10 @@ def _with_feed_decided(stages: list[Stage], fit: Fit | None, array_input: bool) 
         return stages
     schedule = fit.schedule()
     assert schedule is not None
-    needs_rows = schedule.strategy in ("partial_fit", "full")
     untouched = array_input and not any(s.changes_data for s in stages[:-1])
     feed = stages[-1]
     assert isinstance(feed, Feed)
-    return [*stages[:-1], replace(feed, writes=needs_rows and not untouched)]
+    return [*stages[:-1], replace(feed, writes=schedule.needs_rows and not untouched)]
 
 
 def _sees_array(stages: Sequence[Stage], kinds: Sequence[bool | None]) -> bool:
@@ -841,7 +858,6 @@ def _unknown(
     """A pass whose input depends on a model not fitted yet: settings only."""
     reads_output = after is not None and reads_output_of(after)
     stages, replayed = _recomputing(after, reads_output, list(planned.stages))
-    first = stages[replayed] if len(stages) > replayed else None
     # Its input is unknown, but an array if it reads rows a fit pass wrote.
     array_input = reads_output and after is not None and after.fit is not None
     stages = _with_feed_decided(stages, planned.fit, array_input)
@@ -856,7 +872,7 @@ def _unknown(
             if planned.fit is not None
             else planned.output
         ),
-        parallel=resolve_parallel(*settings_of(first)),
+        parallel=_parallel_of(stages, replayed, _reads_a_table(after, reads_output), settings_of),
         after=-1 if after is None else after.index,
         reads_output=reads_output,
         fit_sees_array=planned.fit is not None and _sees_array(stages, kinds),

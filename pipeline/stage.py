@@ -474,6 +474,11 @@ class FitSchedule:
     seed: int = 0
     sample_rows: int = 100_000
 
+    @property
+    def needs_rows(self) -> bool:
+        """Whether the fit reads the training rows themselves back (not only states)."""
+        return self.strategy in ("partial_fit", "full")
+
     def __post_init__(self) -> None:
         issues = []
         if self.strategy not in FIT_STRATEGIES:

@@ -348,7 +348,13 @@ class Estimator(Fit):
             raise SpecError.at(
                 "fit", f"expected one of {', '.join(_FIT_CHOICES)}, got {self.fit!r}{hint}"
             )
-        knobs = {"epochs": 1, "shuffle_chunks": False, "classes": None, "sample_rows": 100_000}
+        knobs = {
+            "epochs": 1,
+            "shuffle_chunks": False,
+            "classes": None,
+            "sample_rows": 100_000,
+            "seed": 0,
+        }
         if self.model is not None:
             if self.fit != "auto":
                 raise SpecError.at(
@@ -362,7 +368,8 @@ class Estimator(Fit):
         kind = type(estimator).__name__
         strategy = self.fit
         if strategy == "auto":
-            if has_merge(estimator):
+            # Only a merge registered for its own class: a subclass may fit otherwise.
+            if has_merge(estimator, exact=True):
                 strategy, why = "merge", "auto: it has an exact merge"
             elif hasattr(estimator, "partial_fit"):
                 strategy, why = "partial_fit", "auto: no exact merge; it has partial_fit"
@@ -386,17 +393,20 @@ class Estimator(Fit):
             "shuffle_chunks": strategy != "partial_fit",
             "classes": strategy != "partial_fit" or not is_classifier(estimator),
             "sample_rows": strategy != "sample",
+            "seed": not (strategy == "sample" or self.shuffle_chunks),
+        }
+        needs = {
+            "classes": "fit: partial_fit of a classifier",
+            "sample_rows": "fit: sample",
+            "seed": "fit: sample, or shuffle_chunks",
         }
         for key, default in knobs.items():
             if wrong[key] and getattr(self, key) != default:
-                needs = (
-                    "fit: partial_fit of a classifier"
-                    if key == "classes"
-                    else "fit: sample"
-                    if key == "sample_rows"
-                    else "fit: partial_fit"
+                raise SpecError.at(
+                    key,
+                    f"only used with {needs.get(key, 'fit: partial_fit')} "
+                    f"(this stage fits by {strategy})",
                 )
-                raise SpecError.at(key, f"only used with {needs} (this stage fits by {strategy})")
         self._set(strategy=strategy, why=why)
         self.schedule()  # checks epochs, seed, ...
 
@@ -610,14 +620,11 @@ class Estimator(Fit):
                 if self.classes is not None
                 else "; classes found in this pass, before the first partial_fit"
             )
-        apply = f"then {self.method} on threads"
+        apply = f"then {self.method}"
         if _lowered_kinds(self.unfitted):
             apply += " (a NumPy kernel checked against scikit-learn's own transform)"
-        else:
-            apply += " (scikit-learn releases the GIL)"
-            itself = parallelizes_itself(self.unfitted)
-            if itself:
-                apply += f", one chunk per core with n_jobs=1 inside ({itself})"
+        elif parallelizes_itself(self.unfitted):
+            apply += " (one job inside each chunk's task: the chunks run in parallel)"
         return f"{self.name!r}: {kind} by {strategy} ({self.why}): {how}; {apply}"
 
     def to_spec(self) -> dict[str, Any]:

@@ -588,9 +588,15 @@ class MergeRegistry:
                 return self._merges[base]
         return None
 
-    def has_merge(self, estimator: Any) -> bool:
-        """Whether ``estimator`` (an instance or a class) has an exact merge."""
-        return self._find(estimator) is not None
+    def has_merge(self, estimator: Any, *, exact: bool = False) -> bool:
+        """Whether ``estimator`` (an instance or a class) has an exact merge.
+
+        ``exact``: registered for its very class, not inherited from a base
+        class (a subclass may fit differently: only use its base's merge when
+        asked to).
+        """
+        cls = estimator if isinstance(estimator, type) else type(estimator)
+        return cls in self._merges if exact else self._find(estimator) is not None
 
     def merger_for(self, estimator: Any) -> Merger:
         """The merge for ``estimator`` (an instance or a class).
@@ -665,11 +671,11 @@ def merger_for(estimator: Any) -> Merger:
     return _BUILT_IN.merger_for(estimator)
 
 
-def has_merge(estimator: Any) -> bool:
-    """Whether ``estimator`` (an instance or a class) has an exact merge.
+def has_merge(estimator: Any, *, exact: bool = False) -> bool:
+    """Whether ``estimator`` (an instance or a class) has an exact merge (see MergeRegistry).
 
     >>> from sklearn.preprocessing import MinMaxScaler, RobustScaler
     >>> has_merge(MinMaxScaler()), has_merge(RobustScaler)
     (True, False)
     """
-    return _BUILT_IN.has_merge(estimator)
+    return _BUILT_IN.has_merge(estimator, exact=exact)

@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.errors import SpecError
 from pipeline.parallel import ParallelSettings
 from pipeline.registry import did_you_mean
-from pipeline.stage import FitSchedule, Fitted
+from pipeline.stage import Fitted
 
 from .estimators import Estimator, make_estimator, parallelizes_itself
 
@@ -277,12 +277,6 @@ class TrainMany(Estimator):
             raise SpecError.at("fit", "train_many always fits its candidates on all rows at once")
         self._set(strategy="full", why="every candidate reads the memory-mapped rows")
 
-    def chunk_state(self) -> None:
-        return None
-
-    def schedule(self) -> FitSchedule:
-        return FitSchedule(strategy="full")
-
     def fit_rows(self, X: Any, y: Any, parallel: ParallelSettings) -> Fitted:
         split = choose_split(self.candidates, parallel.n_workers, self.split)
         how, amount = _score_rule(self.score)
@@ -364,7 +358,7 @@ class TrainMany(Estimator):
         return (
             f"{self.name!r}: {len(self.candidates)} candidates ({', '.join(kinds)}) on one "
             f"memory-mapped copy of the rows, {scored} ({self.scoring or 'their own score'}); "
-            f"{split.describe()}; keeps the best, then {self.method} on threads"
+            f"{split.describe()}; keeps the best, then {self.method}"
         )
 
     def to_spec(self) -> dict[str, Any]:

@@ -392,3 +392,11 @@ def test_apply_of_a_saved_model_is_one_of_the_apply_methods():
         r"^stages\[0\]\.apply: expected one of transform, predict, predict_proba, "
         r"decision_function, score_samples, got 'fit'",
     )
+
+
+def test_a_seed_where_nothing_is_drawn():
+    spec_error(
+        {"sklearn": "sklearn.preprocessing.StandardScaler", "seed": 3},
+        r"^stages\[0\]\.seed: only used with fit: sample, or shuffle_chunks "
+        r"\(this stage fits by merge\)$",
+    )

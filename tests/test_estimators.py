@@ -210,7 +210,11 @@ def test_partial_fit_discovers_the_classes_in_a_first_pass(rng, tmp_path):
 def test_partial_fit_epochs_and_shuffled_chunks(rng, tmp_path, shuffle):
     X, y = make_xy(rng)
     stage = Estimator(
-        SGDRegressor(random_state=0), epochs=3, shuffle_chunks=shuffle, seed=7, name="sgd"
+        SGDRegressor(random_state=0),
+        epochs=3,
+        shuffle_chunks=shuffle,
+        seed=7 if shuffle else 0,
+        name="sgd",
     )
     result = run(ArraySource(X, y.astype(float)), [stage], tmp_path, chunks=70, **THREADS)
     expected = SGDRegressor(random_state=0)
@@ -281,8 +285,9 @@ def test_full_fit_runs_the_estimators_own_parallelism_on_the_pipeline_backend(rn
     result = run(ArraySource(X, y), [stage], tmp_path, chunks=70, **THREADS)
     expected = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, y)
     np.testing.assert_array_equal(result.output, expected.predict(X))
-    explained = Pipeline(ArraySource(X, y), [stage], chunks=70, **THREADS).explain()
-    assert "on threads" in explained and "n_jobs=1 inside" in explained
+    explained = Pipeline(ArraySource(X, y), [stage], chunks=70, n_jobs=2).explain()
+    assert "pass 2 of 2: 2 workers on threading" in explained  # the apply's default
+    assert "(one job inside each chunk's task: the chunks run in parallel)" in explained
 
 
 @pytest.mark.parametrize("parallel", [SEQUENTIAL, LOKY], ids=["sequential", "loky"])
@@ -378,7 +383,7 @@ def test_explain_says_which_stages_fit_and_which_apply(rng, tmp_path, save_npy):
     assert "pass 1 of 3" in text and "pass 3 of 3" in text
     assert "scale            fit" in text and "scale            apply" in text
     assert "then fit 'scale': StandardScaler by merge (auto: it has an exact merge)" in text
-    assert "recomputes 'abs' (cheaper than writing the rows and reading them back)" in text
+    assert "recomputes 'abs' (the rows the fit saw were not written)" in text
     assert "then fit 'pca': IncrementalPCA by partial_fit" in text
     assert "the rows pass 2 wrote for 'pca' (not recomputed)" in text
     assert "known once 'pca' is fitted" in text
@@ -611,3 +616,16 @@ print(any(joblib.Parallel(n_jobs=2)(joblib.delayed(loaded)() for _ in range(8)))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+class DoubledScaler(StandardScaler):
+    """A subclass whose fit is not StandardScaler's: its base's merge would be wrong."""
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> DoubledScaler:
+        return super().fit(np.asarray(X) * 2.0, y)
+
+
+def test_auto_does_not_merge_a_subclass_that_fits_otherwise(rng, tmp_path):
+    X, _ = make_xy(rng)
+    assert Estimator(DoubledScaler(), name="d").strategy == "partial_fit"
+    assert Estimator(DoubledScaler(), fit="merge", name="d").strategy == "merge"  # if asked
