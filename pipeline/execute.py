@@ -32,7 +32,8 @@ from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
 from .fitting import Applied, Feed, FitRun, TrainingRows, model_file
 from .parquet import ParquetOptions, ParquetTarget
-from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass, sample_of
+from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass
+from .probe import sample_of
 from .progress import progress_bar
 from .report import FitReport, PassReport, RunReport, StageReport
 from .sinks import (

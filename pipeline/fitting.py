@@ -41,6 +41,7 @@ __all__ = [
     "Applied",
     "Feed",
     "FitRun",
+    "PendingApply",
     "Sample",
     "SampleState",
     "TrainingChunk",
@@ -188,6 +189,27 @@ class Applied(Map):
     @property
     def prefers_threads(self) -> bool:
         return self.threads
+
+
+@dataclass(frozen=True)
+class PendingApply(Stage):
+    """Where a fit's model will be applied, in a plan made before it is fitted."""
+
+    kind: ClassVar[StageKind] = "map"
+
+    fit: Fit
+
+    @property
+    def role(self) -> str:
+        return "apply"
+
+    @property
+    def prefers_threads(self) -> bool:
+        return self.fit.threaded_apply(None)  # as the Applied it becomes
+
+    @property
+    def chunk_bytes(self) -> int | None:
+        return self.fit.apply_chunk_bytes(None)
 
 
 @dataclass(frozen=True)

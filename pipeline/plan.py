@@ -14,23 +14,21 @@ it reads them from the workspace when the fit pass wrote them anyway (a
 from the fit pass's own input, re-running the stages before the fit (but
 not the taps, which have already seen every row). ``explain`` says which.
 
-Before any data is processed, every stage is run on the first few rows (a
-*probe*), which tells the output dtype and row shape after each stage, so the
-output can be preallocated and a stage that does not fit its input fails
-early, with its name. What comes after an estimator that is not fitted yet
-cannot be probed before it is: those passes are probed again, with the
-fitted model, just before they run (:func:`realize_pass`).
+Every pass is probed (:mod:`pipeline.probe`) before data is processed. What
+comes after an estimator that is not fitted yet cannot be probed before it
+is: those passes are probed again, with the fitted model, just before they
+run (:func:`realize_pass`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .blocks import ArrayMeta, Data, Meta, TableMeta, as_mask, as_rows, meta_of, num_rows, take
+from .blocks import ArrayMeta, Meta, TableMeta, meta_of
 from .chunking import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_TABLE_CHUNK_BYTES,
@@ -40,13 +38,14 @@ from .chunking import (
     resolve_chunk_rows,
 )
 from .datasets import TableRef
-from .errors import SpecError, StageError
-from .fitting import Applied, Feed, Sample, model_file
+from .errors import SpecError
+from .fitting import Applied, Feed, PendingApply, Sample, model_file
 from .parallel import ParallelSettings, resolve_parallel
+from .probe import Probe, probe_stages, sample_of
 from .schema import check_columns
 from .sinks import Sink
 from .sources import OpenedSource
-from .stage import Fit, Stage, StageKind
+from .stage import Fit, Stage
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -55,150 +54,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrayMeta",
     "PassPlan",
-    "PendingApply",
     "Plan",
     "applied_model",
-    "apply_map",
     "build_plan",
-    "filter_mask",
-    "probe_stages",
     "reads_output_of",
     "realize_pass",
-    "sample_of",
 ]
-
-#: Rows the probe runs every stage on.
-PROBE_ROWS = 16
 
 # Interpreter, NumPy and joblib in one worker process, measured on Linux.
 _WORKER_BASE_BYTES = 60 * 2**20
 
 Output = Literal["sink", "memory", "workspace", "none"]
 Input = OpenedSource | TableRef
-
-
-def _as_rows(value: object, rows: int, what: str) -> Data:
-    """Check a stage result has ``rows`` rows; return it as an array or a table."""
-    data = as_rows(value)
-    if isinstance(data, np.ndarray) and data.ndim == 0:
-        raise ValueError(f"returned a scalar for {rows} input rows; {what}")
-    if num_rows(data) != rows:
-        raise ValueError(f"returned {num_rows(data)} rows for {rows} input rows; {what}")
-    return data
-
-
-def apply_map(stage: Stage, data: Data) -> Data:
-    """Run a map stage and check that it kept the rows."""
-    return _as_rows(
-        stage.call(data),  # type: ignore[attr-defined]
-        num_rows(data),
-        "a map must return one row per input row (use a filter to drop rows)",
-    )
-
-
-def filter_mask(stage: Stage, data: Data) -> np.ndarray:
-    """Run a filter stage and check that it returned a boolean row mask."""
-    mask = _as_rows(
-        as_mask(stage.call(data)),  # type: ignore[attr-defined]
-        num_rows(data),
-        "a filter must return a boolean mask with one value per row",
-    )
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 1:
-        kind = (
-            f"{mask.dtype} values of shape {mask.shape}"
-            if isinstance(mask, np.ndarray)
-            else "a table"
-        )
-        raise ValueError(
-            f"returned {kind}; a filter must return a 1-D boolean mask with one value per row"
-        )
-    return mask
-
-
-@dataclass(frozen=True)
-class PendingApply(Stage):
-    """Where a fit's model will be applied, in a plan made before it is fitted."""
-
-    kind: ClassVar[StageKind] = "map"
-
-    fit: Fit
-
-    @property
-    def role(self) -> str:
-        return "apply"
-
-    @property
-    def prefers_threads(self) -> bool:
-        return self.fit.threaded_apply(None)  # as the Applied it becomes
-
-    @property
-    def chunk_bytes(self) -> int | None:
-        return self.fit.apply_chunk_bytes(None)
-
-
-@dataclass(frozen=True)
-class _Probe:
-    """A few rows (and their ``y``) as they look at some point of the pipeline."""
-
-    data: Data
-    y: Any = None
-
-
-def probe_stages(
-    stages: Sequence[Stage], sample: Data, y: Any = None
-) -> tuple[Meta, tuple[Meta | None, ...], _Probe | None]:
-    """Run the stages on ``sample`` rows; the input meta, the meta after each, the rows.
-
-    After a :class:`PendingApply` (a model not fitted yet) nothing more is
-    known: its meta and every later one are ``None``, as are the rows.
-
-    Raises
-    ------
-    StageError
-        Naming the first stage that fails on the sample or returns the wrong rows.
-    SpecError
-        When a stage finds its parameters do not fit the data (e.g. a column
-        that does not exist): reported as a mistake in the spec.
-    """
-    data: Data | None = sample
-    metas: list[Meta | None] = []
-    for stage in stages:
-        if data is None or isinstance(stage, PendingApply):
-            data = None
-            metas.append(None)
-            continue
-        try:
-            if stage.kind == "map":
-                data = apply_map(stage, data)
-            elif stage.kind == "filter":
-                mask = filter_mask(stage, data)
-                data = take(data, mask)
-                y = None if y is None else y[mask]
-            elif stage.kind == "feed":
-                assert isinstance(stage, Feed)
-                _, X, y_train = stage.observe(data, y, 0, 0)
-                if stage.writes:
-                    data, y = as_rows(X), y_train
-            else:
-                stage.reduction.chunk(data)  # type: ignore[attr-defined]
-        except SpecError as exc:
-            raise exc.prefixed(f"stage {stage.name!r}") from None
-        except Exception as exc:
-            raise StageError(
-                stage.name,
-                None,
-                None,
-                f"{type(exc).__name__}: {exc} (while checking the stage on "
-                f"{_sample_description(sample)})",
-            ) from exc
-        metas.append(meta_of(data))
-    return meta_of(sample), tuple(metas), None if data is None else _Probe(data, y)
-
-
-def _sample_description(sample: Data) -> str:
-    if num_rows(sample) == 0:
-        return f"an empty sample of {meta_of(sample).describe()}"
-    return f"the first {num_rows(sample)} rows of {meta_of(sample).describe()} data"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -429,18 +296,6 @@ def _human(nbytes: int) -> str:
     raise AssertionError("unreachable")
 
 
-def sample_of(opened: Input) -> _Probe:
-    """Rows to probe the stages on: the first few of an array (and y); an empty table.
-
-    Tables are probed on no rows at all: the parent never reads table data.
-    """
-    if isinstance(opened, TableRef):
-        return _Probe(opened.empty())
-    rows = min(opened.x.n_rows, PROBE_ROWS)
-    y = None if opened.y is None else np.asarray(opened.y.read(0, rows))
-    return _Probe(np.asarray(opened.x.read(0, rows)), y)
-
-
 def _check_sink_fits(sink: Sink, meta: Meta) -> None:
     """The data output must be of the kind the sink writes."""
     if isinstance(meta, TableMeta) and sink.npy is not None:
@@ -615,13 +470,13 @@ def applied_model(stage: Fit, model: Any, model_path: str | None) -> Applied:
 def realize_pass(
     plan: Plan,
     shape: PassPlan,
-    probe: _Probe,
+    probe: Probe,
     *,
     after: PassPlan | None,
     n_rows: int | None,
     table: TableRef | None,
     models: Mapping[str, Applied],
-) -> tuple[PassPlan, _Probe | None]:
+) -> tuple[PassPlan, Probe | None]:
     """Probe a planned pass on the rows it will read, with the models fitted so far.
 
     ``shape`` is the pass as planned; ``probe`` holds the first rows of its
@@ -797,8 +652,8 @@ def build_plan(
         opened.n_rows if isinstance(opened, TableRef) else opened.x.n_rows,
         opened if isinstance(opened, TableRef) else None,
     )
-    inputs: list[tuple[_Probe | None, int | None, TableRef | None]] = []
-    outputs: list[_Probe | None] = []
+    inputs: list[tuple[Probe | None, int | None, TableRef | None]] = []
+    outputs: list[Probe | None] = []
     for k, shape in enumerate(shapes):
         planned = _unprobed(k, shape)
         after = passes[-1] if passes else None
@@ -836,9 +691,9 @@ def _unprobed(k: int, shape: _Shape) -> PassPlan:
 
 def _next_input(
     after: PassPlan,
-    before: tuple[_Probe | None, int | None, TableRef | None],
-    out: _Probe | None,
-) -> tuple[_Probe | None, int | None, TableRef | None]:
+    before: tuple[Probe | None, int | None, TableRef | None],
+    out: Probe | None,
+) -> tuple[Probe | None, int | None, TableRef | None]:
     """The probe rows, row count and table the pass after ``after`` reads, at plan time.
 
     ``before`` is what ``after`` read, ``out`` the probe rows it produced.

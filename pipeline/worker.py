@@ -33,7 +33,7 @@ from .datasets import TableChunk, TableRef
 from .errors import StageError
 from .fitting import Feed
 from .parquet import ParquetOptions, write_table_part
-from .plan import apply_map, filter_mask
+from .probe import apply_map, filter_mask
 from .sinks import write_part, write_rows
 from .sources import ArrayRef, OpenedSource
 from .stage import Stage

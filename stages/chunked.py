@@ -453,7 +453,7 @@ class ChunkedEstimator(MetaEstimatorMixin, BaseEstimator):
         kind = type(estimator).__name__
         strategy = self.fit_strategy
         if strategy == "auto":
-            strategy = "merge" if has_merge(estimator) else "full"
+            strategy = "merge" if has_merge(estimator, exact=True) else "full"
         if strategy == "merge" and not has_merge(estimator):
             try:
                 merger_for(estimator)
