@@ -625,7 +625,19 @@ class DoubledScaler(StandardScaler):
         return super().fit(np.asarray(X) * 2.0, y)
 
 
-def test_auto_does_not_merge_a_subclass_that_fits_otherwise(rng, tmp_path):
-    X, _ = make_xy(rng)
+def test_auto_does_not_merge_a_subclass_that_fits_otherwise():
     assert Estimator(DoubledScaler(), name="d").strategy == "partial_fit"
     assert Estimator(DoubledScaler(), fit="merge", name="d").strategy == "merge"  # if asked
+
+
+def test_a_stage_backend_overrides_the_threads_default_of_its_passes(rng, tmp_path):
+    X, y = make_xy(rng)
+    stage = Estimator(GaussianNB(), backend="loky", n_jobs=2, name="nb")
+    plan = Pipeline(ArraySource(X, y), [stage], chunks=70).plan()
+    assert [p.parallel.backend_name for p in plan.passes] == ["loky", "loky"]
+    default = Pipeline(
+        ArraySource(X, y), [Estimator(GaussianNB(), name="nb")], chunks=70, n_jobs=2
+    ).plan()
+    assert [p.parallel.backend_name for p in default.passes] == ["threading", "threading"]
+    result = run(ArraySource(X, y), [stage], tmp_path, chunks=70)
+    np.testing.assert_array_equal(result.output, result.models["nb"].predict(X))
