@@ -18,6 +18,7 @@ import pytest
 from pipeline import Filter, Map, Pipeline, Reduce, RunResult
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 STAGES = [
     Filter("finite_rows"),
@@ -32,14 +33,19 @@ STAGES = [
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        local_directory=str(tmp_path_factory.mktemp("dask")),  # not /tmp/dask-scratch-space
-    ) as cluster:
+    scratch = str(tmp_path_factory.mktemp("dask"))
+    # Not /tmp/dask-scratch-space: the workers' folders and the locks beside them.
+    with (
+        dask.config.set({"temporary-directory": scratch}),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            local_directory=scratch,
+        ) as cluster,
+    ):
         yield cluster
     assert cluster.status.name == "closed"
 
