@@ -46,7 +46,7 @@ from .sinks import (
     temporary_sibling,
 )
 from .sources import ArrayRef, OpenedSource, read_npy_ref
-from .stage import Stage
+from .stage import Fitted, Stage
 from .worker import (
     ChunkOutcome,
     PassTask,
@@ -374,10 +374,12 @@ class _Run:
             stage_seconds = [a + b for a, b in zip(stage_seconds, outcome.seconds, strict=True)]
             peak_rss = max(peak_rss, outcome.peak_rss)
             if fit is not None and fit.streams:
-                if outcome.rows_out:
-                    fit.consume(outcome.index, *_training_chunk(current, outputs, chunks, outcome))
-                else:  # a filter dropped every row of the chunk
-                    fit.consumed += 1
+                rows = (
+                    _training_chunk(current, outputs, chunks, outcome)
+                    if outcome.rows_out
+                    else (None, None)  # a filter dropped every row of the chunk
+                )
+                fit.consume(outcome.index, *rows)
         states = acc if acc is not None else _empty_states(p, current)
         feed_state = None
         for stage, state in zip(stateful(p.stages), states, strict=True):
@@ -419,7 +421,7 @@ class _Run:
         """What the pass after ``after`` reads: its output, or the input it read."""
         return self.outputs[-1] if reads_output_of(after) else self.inputs[-1]
 
-    def _fitted(self, p: PassPlan, run: FitRun, fitted: Any, n_chunks: int) -> None:
+    def _fitted(self, p: PassPlan, run: FitRun, fitted: Fitted, n_chunks: int) -> None:
         """Keep a fitted model: for later passes, for the result and the sink's folder."""
         stage = p.fit
         assert stage is not None

@@ -20,6 +20,7 @@ when it can); ``full`` fits the memory-mapped training rows at once;
 
 from __future__ import annotations
 
+import functools
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -264,8 +265,8 @@ class FitRun:
         default=lambda k: None, repr=False
     )
 
-    @property
-    def streams(self) -> bool:
+    @functools.cached_property
+    def streams(self) -> bool:  # asked for every chunk: worked out once
         return (
             self.schedule.strategy == "partial_fit"
             and self.stage.chunk_state() is None
@@ -275,12 +276,14 @@ class FitRun:
     def consume(self, k: int, X: Any, y: Any) -> None:
         """Stream chunk ``k`` into ``partial_fit`` (chunks arrive in chunk order).
 
-        The pass's workers are still running meanwhile, so the parent keeps to
-        their share of BLAS threads: uncapped, IncrementalPCA's partial_fit ran
-        2-3x slower here, its threads fighting the workers for the cores.
+        ``X`` is ``None`` for a chunk a filter emptied. The pass's workers are
+        still running meanwhile, so the parent keeps to their share of BLAS
+        threads: uncapped, IncrementalPCA's partial_fit ran 2-3x slower here,
+        its threads fighting the workers for the cores.
         """
-        with threadpool_limits(self.parallel.blas_threads):
-            self._partial_fit(k, X, y, None)
+        if X is not None:
+            with threadpool_limits(self.parallel.blas_threads):
+                self._partial_fit(k, X, y, None)
         self.consumed += 1
 
     def finish(self, state: Any, training: TrainingRows | None) -> Fitted:

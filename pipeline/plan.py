@@ -501,7 +501,6 @@ def realize_pass(
         output = "none"
     if output in ("sink", "memory") and output_meta is not None:
         _check_sink_fits(plan.sink_spec, output_meta)
-    assert plan.settings is not None
     table_input = isinstance(input_meta, TableMeta)
     assert plan.settings is not None
     settings = _parallel_of(stages, replayed, table_input, plan.settings)
