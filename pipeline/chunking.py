@@ -24,6 +24,7 @@ __all__ = [
     "Chunk",
     "ChunkSpec",
     "WORKING_SET_FACTOR",
+    "format_bytes",
     "parse_bytes",
     "plan_chunks",
     "resolve_chunk_rows",
@@ -92,6 +93,19 @@ def parse_bytes(value: int | float | str) -> int:
     if size <= 0:
         raise ValueError(f"expected a positive size, got {value!r}")
     return size
+
+
+def format_bytes(nbytes: float) -> str:
+    """A size for people to read, in binary units (the inverse of :func:`parse_bytes`).
+
+    >>> format_bytes(4 * 2**20), format_bytes(512), format_bytes(3 * 2**40)
+    ('4.0 MiB', '512 B', '3072.0 GiB')
+    """
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,7 @@ from .chunking import (
     DEFAULT_TABLE_CHUNK_BYTES,
     WORKING_SET_FACTOR,
     ChunkSpec,
+    format_bytes,
     plan_chunks,
     resolve_chunk_rows,
 )
@@ -189,7 +190,7 @@ class Plan:
                     f"    {stage.name:<16} {stage.role:<7} -> {_describe_meta(meta, p)}{again}"
                 )
             lines.append(f"  output: {_describe_output(p, self.sink, self.has_y)}")
-            lines.append(f"  estimated peak memory: {_human(p.peak_bytes)}")
+            lines.append(f"  estimated peak memory: {format_bytes(p.peak_bytes)}")
             if p.fit is not None:
                 lines.append(f"  then fit {p.fit.describe_fit(p.parallel)}")
         return "\n".join(lines)
@@ -197,7 +198,7 @@ class Plan:
     def _describe_chunks(self, p: PassPlan) -> str:
         if p.input_meta is None:
             return "sized when the pass starts (its input depends on a fitted model)"
-        size = _human(p.chunk_rows * p.input_meta.row_nbytes)
+        size = format_bytes(p.chunk_rows * p.input_meta.row_nbytes)
         if p.n_chunks is None:
             return (
                 f"up to {p.chunk_rows} rows ({size}) each (input length known after pass {p.index})"
@@ -286,14 +287,6 @@ def _describe_output(p: PassPlan, sink: str, has_y: bool) -> str:
     if p.output == "workspace":
         return f"workspace file{y} for the next pass: {how}"
     return "none (" + ("fit statistics" if p.fit else "reductions") + " only)"
-
-
-def _human(nbytes: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 def _check_sink_fits(sink: Sink, meta: Meta) -> None:

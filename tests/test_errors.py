@@ -587,6 +587,20 @@ def test_sink_folder_that_is_a_file(tmp_path: Path) -> None:
     assert list((tmp_path / "ws").iterdir()) == []
 
 
+def _wider(chunk: np.ndarray) -> np.ndarray:
+    """Each row becomes 10**10 zeros: 80 GB per row, and no memory (a broadcast view)."""
+    return np.broadcast_to(np.float64(0.0), (len(chunk), 10**10))
+
+
+def test_output_larger_than_the_disk_fails_before_any_work(project: Project) -> None:
+    # The output's disk space is reserved when it is allocated: a full disk is
+    # reported by name before any chunk runs, not as a failing write halfway.
+    p = project.pipeline([Map(_wider, name="wider")])
+    with pytest.raises(SinkError, match=r"cannot reserve .* on disk for .*result\.npy"):
+        p.run()
+    project.assert_nothing_lost()
+
+
 # ---------------------------------------------------------------- success leaves no litter
 
 

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import Filter, Map, Pipeline, Reduce, RunResult
-from pipeline.sinks import to_jsonable
+from pipeline.sinks import allocate_npy, to_jsonable, write_rows
 from pipeline.sources import ArraySource
 from stages.arrays import rolling_mean
 
@@ -585,6 +585,25 @@ def test_npy_sink_returns_a_memmap_of_the_final_file(kind, rng, tmp_path):
     assert_bitwise(np.load(out_dir / "x.npy"), out)
     assert_bitwise(np.load(out_dir / "y.npy"), y_out)
     assert sorted(os.listdir(out_dir)) == ["x.npy", "y.npy"]  # no temporary files left
+
+
+@pytest.mark.parametrize("reserved", [True, False], ids=["reserved", "sparse"])
+def test_rows_written_in_any_order_land_in_place(reserved, rng, tmp_path):
+    # allocate_npy reserves the file's blocks, and rows go through a mapping;
+    # into a sparse file (a filesystem that cannot reserve) they go by pwrite.
+    # Both cast to the file's dtype as NumPy assignment does.
+    x = rng.normal(size=(2000, 3, 2)).astype(np.float32)  # 96 kB: many blocks
+    path = str(tmp_path / "rows.npy")
+    target = allocate_npy(path, np.dtype(np.float64), x.shape)
+    if reserved:
+        assert os.stat(path).st_blocks * 512 >= os.path.getsize(path)
+    else:
+        os.truncate(path, target.offset)  # drop the reserved blocks, then grow sparse
+        os.truncate(path, target.offset + x.nbytes * 2)
+        assert os.stat(path).st_blocks * 512 < os.path.getsize(path)
+    for start, stop in [(1200, 2000), (0, 7), (7, 1200), (12, 12)]:
+        write_rows(target, start, x[start:stop])
+    assert_bitwise(np.load(path), x.astype(np.float64))
 
 
 def test_reductions_sink_writes_the_results_as_json(rng, tmp_path):
