@@ -346,6 +346,7 @@ class _Run:
             y_target=outputs.y,
             parquet=outputs.parquet,
             keep_freed_memory=p.parallel.owns_worker_processes,
+            shared_page_cache=p.parallel.on_this_machine,
             import_paths=self.import_paths,
         )
         fit = None

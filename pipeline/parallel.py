@@ -19,6 +19,9 @@ from threadpoolctl import threadpool_limits
 
 __all__ = ["ParallelSettings", "resolve_parallel"]
 
+#: joblib's backends whose workers are threads or processes of this machine.
+_LOCAL_BACKENDS = frozenset({"loky", "threading", "multiprocessing", "sequential"})
+
 
 @dataclass(frozen=True)
 class ParallelSettings:
@@ -42,6 +45,11 @@ class ParallelSettings:
         backend and dask's workers (shared with other users) are left alone.
         """
         return self.backend_name == "loky" and self.n_workers > 1
+
+    @property
+    def on_this_machine(self) -> bool:
+        """Whether every task runs on this machine (joblib's own backends; not dask)."""
+        return self.backend_name in _LOCAL_BACKENDS
 
     @property
     def blas_threads(self) -> int:

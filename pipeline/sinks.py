@@ -4,7 +4,8 @@ Array outputs are preallocated ``.npy`` files whose disk space is reserved
 up front, so a full disk stops a run before any work. Workers write their
 rows in place, each through a mapping of just its own rows: threads of one
 process then write in parallel, where ``pwrite`` calls would queue on the
-file's lock (see ``benchmarks/``).
+file's lock (see ``benchmarks/``). Workers that may run on other hosts
+(dask), and files the filesystem could not reserve, get ``pwrite``.
 Filtered (variable-length) outputs are written by each worker as its own part
 file and then assembled in chunk order with ``copy_file_range``, so the
 parent never holds the data.
@@ -16,6 +17,7 @@ never holds a partial file and an existing file there survives a failed run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -87,45 +89,53 @@ def stage_files(
 
 
 def allocate_npy(path: str, dtype: np.dtype, shape: tuple[int, ...]) -> ArrayRef:
-    """Create an ``.npy`` file of the given shape, its disk space reserved, no data written.
+    """Create an ``.npy`` file of the given shape with its disk space reserved, no data written.
+
+    A filesystem that cannot reserve space gets a sparse file instead
+    (``reserved`` is then false in the returned descriptor).
 
     Raises
     ------
     SinkError
-        If the disk cannot hold the file; nothing is left at ``path``.
+        If the file cannot be made or the disk cannot hold it; nothing is
+        left at ``path``.
     """
     dtype = np.dtype(dtype)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        offset = f.tell()
-        try:
-            _reserve(f.fileno(), offset, nbytes)
-        except OSError as exc:
-            f.close()
-            Path(path).unlink(missing_ok=True)
-            raise SinkError(
-                f"cannot reserve {format_bytes(nbytes)} on disk for {path}: {exc.strerror or exc}"
-            ) from exc
-    return ArrayRef(path, dtype.str, tuple(shape), offset)
+    try:
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            offset = f.tell()
+            f.flush()  # the header's failure to fit is reported here, not at close
+            reserved = _reserve(f.fileno(), offset, nbytes)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise SinkError(
+            f"cannot make {path} ({format_bytes(nbytes)}) on disk: {exc.strerror or exc}"
+        ) from exc
+    return ArrayRef(path, dtype.str, tuple(shape), offset, reserved=reserved)
 
 
-def _reserve(fd: int, offset: int, nbytes: int) -> None:
+def _reserve(fd: int, offset: int, nbytes: int) -> bool:
+    """Allocate the file's data blocks; ``False`` (a sparse file) where the OS cannot."""
     # A full disk is found here, before any work, rather than by a worker
-    # halfway through; and write_rows may then write through mappings, which
-    # can no longer meet a full disk. Reserving also speeds writes up: two
-    # threads pwrite-ing 1 GB into a sparse ext4 file took 2.1 s (spinning on
-    # the inode lock while blocks were allocated), 0.2 s once reserved.
+    # halfway through, and rows may then be written through mappings (see
+    # write_rows). Reserving also speeds writes up: two threads pwrite-ing
+    # 1 GB into a sparse ext4 file took 2.1 s (spinning on the inode lock
+    # while blocks were allocated), 0.2 s once reserved.
     if nbytes == 0 or not hasattr(os, "posix_fallocate"):
         os.ftruncate(fd, offset + nbytes)
-        return
+        return nbytes == 0
     try:
         os.posix_fallocate(fd, offset, nbytes)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
-        os.ftruncate(fd, offset + nbytes)  # a filesystem that cannot reserve: sparse
+        os.ftruncate(fd, offset + nbytes)
+        return False
+    return True
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -135,32 +145,44 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
-def write_rows(target: ArrayRef, start: int, block: np.ndarray) -> None:
+def write_rows(
+    target: ArrayRef, start: int, block: np.ndarray, *, shared_page_cache: bool = True
+) -> None:
     """Write ``block`` as rows ``start:start + len(block)`` of the ``.npy`` ``target``.
 
-    Into a shared mapping of just those rows when the file's disk space is
-    reserved (see :func:`allocate_npy`): writers then run in parallel. Into a
-    sparse file a write through a mapping could meet a full disk as SIGBUS,
-    which kills the process, so those rows go through ``pwrite``, whose
-    ``OSError`` the run reports.
+    Through a mapping of just those rows when ``target``'s space is reserved
+    and every writer shares this machine's page cache (``shared_page_cache``:
+    threads or processes here): concurrent writers then do not queue on the
+    file's lock as ``pwrite`` calls do. Otherwise by ``pwrite``: into a sparse
+    file a write through a mapping could meet a full disk as SIGBUS, which
+    kills the process, and workers on other hosts of a shared filesystem
+    would write back whole pages, over their neighbours' rows. (On
+    copy-on-write filesystems, such as btrfs, a reserved file may still need
+    space when written.)
     """
     if block.shape[0] == 0:
         return
     position = target.offset + start * target.row_nbytes
-    with open(target.path, "r+b") as f:
-        if os.fstat(f.fileno()).st_blocks * 512 < target.offset + target.n_rows * target.row_nbytes:
-            data = np.ascontiguousarray(block, dtype=target.dtype)
-            _pwrite_all(f.fileno(), data.data.cast("B"), position)
-            return
+    if target.reserved and shared_page_cache:
         rows = np.memmap(
-            f,
+            target.path,
             dtype=np.dtype(target.dtype),
             mode="r+",
             offset=position,
             shape=(block.shape[0], *target.shape[1:]),
         )
-        rows[...] = block
-        del rows  # unmapped: the pages are the kernel's to write back
+        try:
+            rows[...] = block
+        finally:
+            del rows  # unmapped, even on failure: the pages are the kernel's to write back
+        return
+    data = np.ascontiguousarray(block, dtype=target.dtype)
+    # Write-only: over NFS, the client then sends just these bytes, not whole pages.
+    fd = os.open(target.path, os.O_WRONLY)
+    try:
+        _pwrite_all(fd, data.data.cast("B"), position)
+    finally:
+        os.close(fd)
 
 
 def _part_name(chunk: int, block: int) -> str:

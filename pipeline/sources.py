@@ -33,13 +33,19 @@ _COPY_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class ArrayRef:
-    """Where an array's bytes live on disk: enough for any process to map it."""
+    """Where an array's bytes live on disk: enough for any process to map it.
+
+    ``reserved``: the data's disk space was allocated when the file was made
+    (:func:`pipeline.sinks.allocate_npy`), so rows may be written through a
+    mapping without meeting a full disk.
+    """
 
     path: str
     dtype: str
     shape: tuple[int, ...]
     offset: int
     fortran_order: bool = False
+    reserved: bool = False
 
     @property
     def n_rows(self) -> int:

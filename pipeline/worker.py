@@ -72,6 +72,7 @@ class PassTask:
     y_target: ArrayRef | str | None = None
     parquet: ParquetOptions | None = None
     keep_freed_memory: bool = False
+    shared_page_cache: bool = True  # every worker runs on this machine (see write_rows)
     import_paths: tuple[str, ...] = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -329,9 +330,10 @@ def run_chunk(task: PassTask, chunk: Chunk | TableChunk) -> ChunkOutcome:
 def _write(task: PassTask, chunk: Chunk | TableChunk, block: int, data: Data, y: Any) -> None:
     if task.writes == "rows":
         assert isinstance(chunk, Chunk) and isinstance(data, np.ndarray)
-        write_rows(task.x_target, chunk.start, data)  # type: ignore[arg-type]
+        shared = task.shared_page_cache
+        write_rows(task.x_target, chunk.start, data, shared_page_cache=shared)  # type: ignore[arg-type]
         if y is not None and task.y_target is not None:
-            write_rows(task.y_target, chunk.start, y)  # type: ignore[arg-type]
+            write_rows(task.y_target, chunk.start, y, shared_page_cache=shared)  # type: ignore[arg-type]
     elif task.writes == "parts":
         write_part(task.x_target, chunk.index, block, data)  # type: ignore[arg-type]
         if y is not None and task.y_target is not None:

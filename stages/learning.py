@@ -102,7 +102,12 @@ def float_rows(X: Any, who: str = "the estimator", n_features: int | None = None
 
 
 def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = None) -> np.ndarray:
-    """:func:`float_rows` without the search for infinities, for rows already checked."""
+    """:func:`float_rows` without the search for infinities, for rows already checked.
+
+    Only values that the conversion to float64 made infinite (long doubles
+    beyond float64's range) are searched for, as scikit-learn finds them
+    after its own conversion.
+    """
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(
@@ -113,7 +118,11 @@ def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = N
     if X.dtype.kind not in "biuf":
         raise ValueError(f"{who} needs numbers; got an array of {X.dtype}")
     if X.dtype.type not in _FLOATS:
-        X = X.astype(np.float64)
+        narrowed = X.dtype.kind == "f"
+        with np.errstate(over="ignore"):  # an overflow is reported just below, as an error
+            X = X.astype(np.float64)
+        if narrowed:
+            check_finite(X, allow_nan=True, who=who)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"X has {X.shape[1]} features, but {who} is expecting {n_features} features as input"
@@ -218,8 +227,9 @@ def column_moments(X: np.ndarray) -> ColumnMoments:
     if n_rows == 0:
         zeros = np.zeros(n_features)
         return ColumnMoments(0, np.zeros(n_features, dtype=np.int64), zeros, zeros)
-    # einsum, not X.sum(axis=0): as exact here (neither sums pairwise across
-    # rows) and 3x faster on row-major chunks.
+    # einsum, not X.sum(axis=0): 3x faster on row-major chunks, where neither
+    # adds a column pairwise, so the sums are the same (a column-major or
+    # one-column chunk may differ by a few ulps).
     total = np.einsum("ij->j", X, dtype=np.float64)
     if not np.isnan(total).any():  # the usual case: every column has every row
         mean = total / n_rows

@@ -219,6 +219,23 @@ def test_nans_an_estimator_refuses_name_the_stage_and_chunk(rng, save_npy, stage
         Pipeline.from_dict(spec).run(progress=False)
 
 
+@pytest.mark.parametrize("scaler", ["StandardScaler", "MinMaxScaler", "MaxAbsScaler"])
+@pytest.mark.parametrize("dtype", [np.float64, np.longdouble])
+def test_infinities_a_scaler_refuses_name_the_stage_and_chunk(rng, scaler, dtype):
+    # The scalers take NaNs but not infinities, including long doubles that
+    # become infinite as float64 (the type scikit-learn converts them to).
+    X, _ = data(rng)
+    X = X.astype(dtype)
+    X[95, 1] = np.inf if dtype is np.float64 else np.longdouble("1e400")
+    stage = Estimator(f"sklearn.preprocessing.{scaler}", name="scale")
+    with pytest.raises(
+        StageError,
+        match=r"^stage 'scale' failed on chunk 2 \(rows 80-120\): "
+        r"ValueError: Input X contains infinity in column 1",
+    ):
+        Pipeline(X, [stage], chunks=CHUNK, n_jobs=2).run(progress=False)
+
+
 def test_a_label_outside_the_given_classes(rng):
     X, y = data(rng)
     y[45] = 7

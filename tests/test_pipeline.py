@@ -8,6 +8,7 @@ Everything runs on real files in ``tmp_path`` and real worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -587,23 +588,27 @@ def test_npy_sink_returns_a_memmap_of_the_final_file(kind, rng, tmp_path):
     assert sorted(os.listdir(out_dir)) == ["x.npy", "y.npy"]  # no temporary files left
 
 
-@pytest.mark.parametrize("reserved", [True, False], ids=["reserved", "sparse"])
-def test_rows_written_in_any_order_land_in_place(reserved, rng, tmp_path):
-    # allocate_npy reserves the file's blocks, and rows go through a mapping;
-    # into a sparse file (a filesystem that cannot reserve) they go by pwrite.
-    # Both cast to the file's dtype as NumPy assignment does.
-    x = rng.normal(size=(2000, 3, 2)).astype(np.float32)  # 96 kB: many blocks
+@pytest.mark.parametrize("how", ["mapping", "sparse", "other-hosts"])
+def test_rows_written_in_any_order_land_in_place(how, rng, tmp_path, monkeypatch):
+    # Rows of a file whose space allocate_npy reserved go through a mapping;
+    # into a sparse file (a filesystem that cannot reserve), or from workers
+    # that may not share this machine's page cache (dask), by pwrite. Both
+    # cast to the file's dtype as NumPy assignment does.
+    x = rng.normal(size=(2000, 3, 2)).astype(np.float32)
     path = str(tmp_path / "rows.npy")
     target = allocate_npy(path, np.dtype(np.float64), x.shape)
-    if reserved:
-        assert os.stat(path).st_blocks * 512 >= os.path.getsize(path)
-    else:
+    assert target.reserved == hasattr(os, "posix_fallocate")
+    if how == "sparse":
         os.truncate(path, target.offset)  # drop the reserved blocks, then grow sparse
         os.truncate(path, target.offset + x.nbytes * 2)
-        assert os.stat(path).st_blocks * 512 < os.path.getsize(path)
+        target = dataclasses.replace(target, reserved=False)
+    pwrites: list[int] = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda *a: pwrites.append(1) or real_pwrite(*a))
     for start, stop in [(1200, 2000), (0, 7), (7, 1200), (12, 12)]:
-        write_rows(target, start, x[start:stop])
+        write_rows(target, start, x[start:stop], shared_page_cache=how != "other-hosts")
     assert_bitwise(np.load(path), x.astype(np.float64))
+    assert bool(pwrites) == (how != "mapping" or not target.reserved)
 
 
 def test_reductions_sink_writes_the_results_as_json(rng, tmp_path):
