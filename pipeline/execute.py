@@ -45,7 +45,7 @@ from .sinks import (
     reductions_as_json,
     temporary_sibling,
 )
-from .sources import ArrayRef, OpenedSource, read_npy_ref
+from .sources import ArrayRef, OpenedSource, read_npy_ref, shared_mappings
 from .stage import Fitted, Stage
 from .worker import (
     ChunkOutcome,
@@ -511,8 +511,9 @@ def execute_plan(
     run = _Run(plan, sink, workspace, commit, overlap, show_progress, import_paths)
     result = run.result
     try:
-        for planned in plan.passes:
-            run.run_pass(planned, src)
+        with shared_mappings():
+            for planned in plan.passes:
+                run.run_pass(planned, src)
         last = run.passes[-1] if run.passes else None
         current = run.outputs[-1] if run.outputs else src
         if last is not None and last.output == "memory":

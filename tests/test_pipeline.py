@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from pipeline import Filter, Map, Pipeline, Reduce, RunResult
 from pipeline.sinks import allocate_npy, to_jsonable, write_rows
-from pipeline.sources import ArraySource
+from pipeline.sources import ArraySource, read_npy_ref, shared_mappings
 from stages.arrays import rolling_mean
 
 N = 100
@@ -609,6 +609,20 @@ def test_rows_written_in_any_order_land_in_place(how, rng, tmp_path, monkeypatch
         write_rows(target, start, x[start:stop], shared_page_cache=how != "other-hosts")
     assert_bitwise(np.load(path), x.astype(np.float64))
     assert bool(pwrites) == (how != "mapping" or not target.reserved)
+
+
+def test_reads_share_one_mapping_per_file_while_a_run_lasts(rng, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, make_x(rng))
+    ref = read_npy_ref(path)
+    assert ref.read(0, 5).base is not ref.read(5, 10).base  # a mapping per read
+    with shared_mappings():
+        first = ref.read(0, 5)
+        with shared_mappings():  # a second run in the same process
+            assert ref.read(5, 10).base is first.base
+        assert ref.read(10, 15).base is first.base  # until the last run leaves
+    assert ref.read(0, 5).base is not first.base
+    assert_bitwise(np.asarray(first), np.load(path)[:5])
 
 
 def test_reductions_sink_writes_the_results_as_json(rng, tmp_path):
