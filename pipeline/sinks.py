@@ -125,9 +125,11 @@ def _reserve(fd: int, offset: int, nbytes: int) -> bool:
     # write_rows). Reserving also speeds writes up: two threads pwrite-ing
     # 1 GB into a sparse ext4 file took 2.1 s (spinning on the inode lock
     # while blocks were allocated), 0.2 s once reserved.
-    if nbytes == 0 or not hasattr(os, "posix_fallocate"):
+    if nbytes == 0:
+        return True
+    if not hasattr(os, "posix_fallocate"):  # e.g. macOS
         os.ftruncate(fd, offset + nbytes)
-        return nbytes == 0
+        return False
     try:
         os.posix_fallocate(fd, offset, nbytes)
     except OSError as exc:
