@@ -17,7 +17,7 @@ from pipeline.spec import normalize_chunks
 # --- plan_chunks ------------------------------------------------------------------------
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     n_rows=st.integers(0, 400),
     chunk_rows=st.integers(1, 500),
@@ -53,7 +53,7 @@ def test_plan_chunks_covers_every_row_once_in_order(n_rows, chunk_rows, overlap)
     assert all(c.rows == chunk_rows for c in chunks[:-1])
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     n_rows=st.integers(1, 400),
     chunk_rows=st.integers(1, 500),
