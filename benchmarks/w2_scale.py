@@ -13,6 +13,10 @@ joblib     two passes of loky workers over row chunks: per-chunk count,
            mean and sum of squared deviations merged in the parent, then
            ``(x - mean) / std`` written into a shared output memmap (NumPy
            only: it gives no fitted StandardScaler)
+joblib-scaler
+           the same two passes, plus a fitted StandardScaler made from the
+           merged moments: what chunkline gives, so it pays the same
+           scikit-learn import
 joblib-sklearn
            what a user writes for a fitted StandardScaler: ``partial_fit`` on
            each memmapped chunk in the parent, then loky workers write
@@ -123,8 +127,11 @@ def standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
     return (x - mean) / scale
 
 
-def run_joblib(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int) -> None:
-    """Hand-written two-pass joblib: moments merged in the parent, then a shared output memmap."""
+def joblib_passes(in_path: Path, out_path: Path, chunk_bytes: str | None, n_jobs: int) -> Moments:
+    """Hand-written two-pass joblib: moments merged in the parent, then a shared output memmap.
+
+    Returns the merged moments (count, mean, sum of squared deviations).
+    """
     from joblib import Parallel, delayed
 
     x = np.load(in_path, mmap_mode="r")
@@ -138,6 +145,31 @@ def run_joblib(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs
     scale[scale == 0.0] = 1.0
     transform = functools.partial(standardize, mean=mean, scale=scale)
     joblib_map_rows(transform, in_path, out_path, bounds, n_jobs=n_jobs)
+    return n, mean, m2
+
+
+def run_joblib(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int) -> None:
+    """The NumPy-only two passes (:func:`joblib_passes`); no fitted model."""
+    joblib_passes(in_path, out_path, chunk_bytes, n_jobs)
+
+
+def run_joblib_scaler(
+    in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int
+) -> None:
+    """The NumPy-only script, made to give what chunkline gives: a fitted StandardScaler.
+
+    Its attributes are set from the merged moments, as a user would who
+    wants the model without scikit-learn's serial ``partial_fit``.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    n, mean, m2 = joblib_passes(in_path, out_path, chunk_bytes, n_jobs)
+    scaler = StandardScaler()
+    scaler.n_features_in_ = len(mean)
+    scaler.n_samples_seen_ = n
+    scaler.mean_ = mean
+    scaler.var_ = m2 / n
+    scaler.scale_ = np.where(scaler.var_ == 0.0, 1.0, np.sqrt(scaler.var_))
 
 
 def run_joblib_sklearn(
@@ -174,6 +206,7 @@ def run_chunkline(
 IMPLEMENTATIONS: dict[str, BytesRunner] = {
     "sklearn": run_sklearn,
     "joblib": run_joblib,
+    "joblib-scaler": run_joblib_scaler,
     "joblib-sklearn": run_joblib_sklearn,
     "chunkline-1": functools.partial(run_chunkline, workers=1),
     "chunkline-2": functools.partial(run_chunkline, workers=2),
@@ -194,7 +227,8 @@ def _notes(args: argparse.Namespace, in_path: Path) -> list[str]:
     )
     return [
         f"Workload: W2 StandardScaler fit + transform; sklearn: the whole array in memory; "
-        f"{chunking}; joblib: n_jobs {args.n_jobs}, both passes; joblib-sklearn: "
+        f"{chunking}; joblib: n_jobs {args.n_jobs}, both passes; joblib-scaler: the same, plus "
+        "a StandardScaler built from the merged moments; joblib-sklearn: "
         f"partial_fit in the parent, transform on n_jobs {args.n_jobs}; chunkline-K: "
         "n_jobs K, fit='merge'."
     ]
