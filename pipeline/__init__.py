@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from .chunking import Chunk, ChunkSpec, parse_bytes, plan_chunks
 from .datasets import TableSource
-from .errors import ChunklineError, SinkError, SourceError, SpecError, SpecIssue, StageError
+from .errors import (
+    ChunklineError,
+    DataError,
+    SinkError,
+    SourceError,
+    SpecError,
+    SpecIssue,
+    StageError,
+)
 from .fitting import TrainingChunk
 from .parquet import ParquetOptions
 from .pipeline import Pipeline, RunResult, load_spec
@@ -43,6 +51,7 @@ __all__ = [
     "Chunk",
     "ChunkSpec",
     "ChunklineError",
+    "DataError",
     "Filter",
     "Fit",
     "FitReport",

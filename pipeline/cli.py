@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import ChunklineError, SpecError
+from .errors import ChunklineError, SpecError, StageError
 from .pipeline import Pipeline, load_spec
 from .sinks import atomic_write_json, to_jsonable
 from .stage import BACKENDS
@@ -122,6 +123,22 @@ def _command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _traceback_of(exc: ChunklineError) -> str:
+    """The traceback worth showing under a failed run's message, or "".
+
+    A stage's own error shows where it was raised, down to the user's code:
+    a worker process's formatted traceback, or this process's exception
+    formatted the same way. chunkline's checks of the data (``data_error``)
+    and its other errors say everything in their message.
+    """
+    cause = exc.__cause__
+    if cause is None or not isinstance(exc, StageError) or exc.data_error:
+        return ""
+    if isinstance(cause, BaseException) and cause.__traceback__ is not None:
+        return "".join(traceback.format_exception(cause)).rstrip()
+    return str(cause).rstrip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chunkline`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -132,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except ChunklineError as exc:
         print(f"chunkline: {args.command} failed: {exc}", file=sys.stderr)
-        cause = exc.__cause__
-        if cause is not None and str(cause).strip():
-            print(f"\ncaused by:\n{str(cause).rstrip()}", file=sys.stderr)
+        details = _traceback_of(exc)
+        if details:
+            print(f"\ncaused by:\n{details}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("chunkline: interrupted; outputs left untouched", file=sys.stderr)

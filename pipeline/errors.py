@@ -9,6 +9,9 @@
     │                              it claims to be (CLI exit code 1)
     ├── StageError (RuntimeError)  a stage raised, or returned something that does
     │                              not fit, on a given chunk (CLI exit code 1)
+    ├── DataError (ValueError)     rows failed one of chunkline's own checks
+    │                              (NaN, a feature count, an unseen class); raised
+    │                              in a stage, it becomes a StageError
     └── SinkError (OSError)        an output could not be written or committed
                                    (CLI exit code 1)
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ChunklineError",
+    "DataError",
     "SinkError",
     "SourceError",
     "SpecError",
@@ -116,6 +120,17 @@ class SinkError(ChunklineError, OSError):
         return str(self.args[0])
 
 
+class DataError(ChunklineError, ValueError):
+    """Rows failed one of chunkline's own checks: NaN where a model rejects it,
+    a wrong feature count, a class not listed, and so on.
+
+    Its message is the whole diagnosis. Raised inside a stage, it becomes a
+    :class:`StageError` with ``data_error`` set, which the command line
+    reports without a traceback. Derives from ``ValueError``, as scikit-learn's
+    own input checks do.
+    """
+
+
 class StageError(ChunklineError, RuntimeError):
     """A stage failed on one chunk.
 
@@ -123,17 +138,44 @@ class StageError(ChunklineError, RuntimeError):
     table, its file and row groups). The original exception is chained as
     ``__cause__``: the exception itself when the stage ran in the calling
     process, or its formatted traceback (joblib's remote traceback) when it
-    ran in a worker process.
+    ran in a worker process. ``data_error`` says that the original was a
+    :class:`DataError`, whose message says all there is to say; it travels
+    with the error from worker processes, where the original does not.
     """
 
     def __init__(
-        self, stage: str, chunk: int | None, rows: tuple[int, int] | str | None, reason: str
+        self,
+        stage: str,
+        chunk: int | None,
+        rows: tuple[int, int] | str | None,
+        reason: str,
+        data_error: bool = False,
     ):
         self.stage = stage
         self.chunk = chunk
         self.rows = rows
         self.reason = reason
-        super().__init__(stage, chunk, rows, reason)
+        self.data_error = data_error
+        super().__init__(stage, chunk, rows, reason, data_error)
+
+    @classmethod
+    def caused_by(
+        cls,
+        exc: BaseException,
+        stage: str,
+        chunk: int | None = None,
+        rows: tuple[int, int] | str | None = None,
+        where: str = "",
+    ) -> StageError:
+        """The error for ``exc`` raised by ``stage``: its message, then ``where``.
+
+        The message follows the exception's type, except for a
+        :class:`DataError`, whose message is the diagnosis. The caller raises
+        it ``from exc``.
+        """
+        data_error = isinstance(exc, DataError)
+        reason = f"{exc}{where}" if data_error else f"{type(exc).__name__}: {exc}{where}"
+        return cls(stage, chunk, rows, reason, data_error=data_error)
 
     def __str__(self) -> str:
         where = ""

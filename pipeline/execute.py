@@ -238,9 +238,7 @@ def _finalize(stage: Stage, state: Any) -> Any:
     try:
         return stage.reduction.finalize(state)  # type: ignore[attr-defined]
     except Exception as exc:
-        raise StageError(
-            stage.name, None, None, f"{type(exc).__name__}: {exc} (in finalize)"
-        ) from exc
+        raise StageError.caused_by(exc, stage.name, where=" (in finalize)") from exc
 
 
 def _batch_size(p: PassPlan) -> int:

@@ -325,10 +325,10 @@ class FitRun:
         except StageError:
             raise
         except Exception as exc:
-            where = "" if k is not None else f" (in fit: {self.schedule.strategy})"
-            raise StageError(
+            raise StageError.caused_by(
+                exc,
                 self.stage.name,
                 k,
                 None if k is None else self.describe_rows(k),
-                f"{type(exc).__name__}: {exc}{where}",
+                where="" if k is not None else f" (in fit: {self.schedule.strategy})",
             ) from exc

@@ -115,12 +115,10 @@ def probe_stages(
         except SpecError as exc:
             raise exc.prefixed(f"stage {stage.name!r}") from None
         except Exception as exc:
-            raise StageError(
+            raise StageError.caused_by(
+                exc,
                 stage.name,
-                None,
-                None,
-                f"{type(exc).__name__}: {exc} (while checking the stage on "
-                f"{_sample_description(sample)})",
+                where=f" (while checking the stage on {_sample_description(sample)})",
             ) from exc
         metas.append(meta_of(data))
     return meta_of(sample), tuple(metas), None if data is None else Probe(data, y)

@@ -189,11 +189,8 @@ def combine_states(
         try:
             merged.append(stage.reduction.combine(a, b))  # type: ignore[attr-defined]
         except Exception as exc:
-            raise StageError(
-                stage.name,
-                chunk,
-                None,
-                f"{type(exc).__name__}: {exc} (in combine, merging this chunk's state)",
+            raise StageError.caused_by(
+                exc, stage.name, chunk, where=" (in combine, merging this chunk's state)"
             ) from exc
     return merged
 
@@ -293,19 +290,12 @@ def run_chunk(task: PassTask, chunk: Chunk | TableChunk) -> ChunkOutcome:
             )
             data = _fit_output(data, task.output_meta)
         except Exception as exc:
-            stage, cause = (
-                (exc.stage, exc.__cause__)
-                if isinstance(exc, _Failed)
-                else (
-                    last_changing,
-                    exc,
-                )
-            )
-            raise StageError(
-                stage,
-                chunk.index,
-                chunk_location(task.source, chunk),
-                f"{type(cause).__name__}: {cause}",
+            stage: str = last_changing
+            cause: BaseException = exc
+            if isinstance(exc, _Failed) and exc.__cause__ is not None:
+                stage, cause = exc.stage, exc.__cause__
+            raise StageError.caused_by(
+                cause, stage, chunk.index, chunk_location(task.source, chunk)
             ) from cause
         states = (
             block_states

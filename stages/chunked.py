@@ -36,7 +36,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from pipeline.chunking import ChunkSpec, plan_chunks, resolve_chunk_rows
-from pipeline.errors import ChunklineError, SpecError, SpecIssue, StageError
+from pipeline.errors import ChunklineError, DataError, SpecError, SpecIssue, StageError
 from pipeline.pipeline import Pipeline, RunResult
 from pipeline.registry import did_you_mean
 from pipeline.sources import ArraySource
@@ -117,11 +117,13 @@ def _original(error: StageError) -> BaseException:
     process it is a remote traceback, and the StageError itself is raised.
     """
     cause = error.__cause__
-    if (
-        not isinstance(cause, Exception)
-        or isinstance(cause, ChunklineError)
-        or not error.reason.startswith(f"{type(cause).__name__}: ")
-    ):
+    if not isinstance(cause, Exception):
+        return error
+    # chunkline's checks of the rows (DataError) stand in for the estimator's own.
+    own_error = not isinstance(cause, ChunklineError) and error.reason.startswith(
+        f"{type(cause).__name__}: "
+    )
+    if not (own_error or isinstance(cause, DataError)):
         return error
     if hasattr(cause, "add_note"):  # Python >= 3.11
         where = "" if error.chunk is None else f" on chunk {error.chunk}"

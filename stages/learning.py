@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import SpecError
+from pipeline.errors import DataError, SpecError
 from pipeline.fitting import TrainingChunk
 
 from .tables import to_array
@@ -61,13 +61,13 @@ def _columns_where(bad: np.ndarray) -> str:
 
 
 def check_finite(X: np.ndarray, allow_nan: bool, who: str) -> None:
-    """Raise ``ValueError`` if ``X`` holds infinities, or NaNs when ``who`` refuses them."""
+    """Raise :class:`DataError` if ``X`` holds infinities, or NaNs when ``who`` refuses them."""
     if X.dtype.kind not in "fc" or X.size == 0:
         return
     if allow_nan:
         bad = np.isinf(X)
         if bad.any():
-            raise ValueError(
+            raise DataError(
                 f"Input X contains infinity in {_columns_where(bad.reshape(len(X), -1))}, "
                 f"which {who} cannot use"
             )
@@ -76,7 +76,7 @@ def check_finite(X: np.ndarray, allow_nan: bool, who: str) -> None:
         return
     nan = np.isnan(X).reshape(len(X), -1)
     if nan.any():
-        raise ValueError(
+        raise DataError(
             f"Input X contains {int(nan.sum())} NaN value(s) in {_columns_where(nan)}; "
             f"{who} does not accept missing values: drop those rows first (a finite_rows "
             "filter) or fill them in"
@@ -94,7 +94,7 @@ def float_rows(X: Any, who: str = "the estimator", n_features: int | None = None
     >>> float_rows(np.array([1.0, 2.0]))
     Traceback (most recent call last):
     ...
-    ValueError: Expected 2D array, got 1D array instead: reshape your data with ...
+    pipeline.errors.DataError: Expected 2D array, got 1D array instead: reshape your data with ...
     """
     X = as_float_rows(X, who, n_features)
     check_finite(X, allow_nan=True, who=who)
@@ -110,13 +110,13 @@ def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = N
     """
     X = np.asarray(X)
     if X.ndim != 2:
-        raise ValueError(
+        raise DataError(
             f"Expected 2D array, got {X.ndim}D array instead: reshape your data with "
             "array.reshape(-1, 1) if it has a single feature or array.reshape(1, -1) if it "
             "contains a single sample"
         )
     if X.dtype.kind not in "biuf":
-        raise ValueError(f"{who} needs numbers; got an array of {X.dtype}")
+        raise DataError(f"{who} needs numbers; got an array of {X.dtype}")
     if X.dtype.type not in _FLOATS:
         narrowed = X.dtype.kind == "f"
         with np.errstate(over="ignore"):  # an overflow is reported just below, as an error
@@ -124,7 +124,7 @@ def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = N
         if narrowed:
             check_finite(X, allow_nan=True, who=who)
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
+        raise DataError(
             f"X has {X.shape[1]} features, but {who} is expecting {n_features} features as input"
         )
     return X
@@ -159,7 +159,7 @@ class FeatureRows:
                 )
             X = np.asarray(data)
             if X.ndim != 2:
-                raise ValueError(
+                raise DataError(
                     f"{self.who} needs rows of features (a 2-D array); the chunk has shape "
                     f"{X.shape}"
                 )
@@ -173,7 +173,7 @@ class FeatureRows:
         if self.classes is not None and y is not None and len(y):
             unseen = np.setdiff1d(np.unique(y), np.asarray(self.classes))
             if unseen.size:
-                raise ValueError(
+                raise DataError(
                     f"label(s) {unseen.tolist()[:5]} are not among the classes "
                     f"{list(self.classes)} given to the stage; list every class in 'classes' "
                     "(or leave it out to have them found in a first pass)"
@@ -191,7 +191,7 @@ class FeatureRows:
             return X, None
         column = table.column(self.target)
         if column.null_count:
-            raise ValueError(
+            raise DataError(
                 f"target column {self.target!r} has {column.null_count} null value(s); "
                 "drop those rows (a where filter) or fill them (fill_null) first"
             )
@@ -246,9 +246,9 @@ def column_moments(X: np.ndarray) -> ColumnMoments:
 
 
 def check_same_features(left: int, right: int) -> None:
-    """Raise ``ValueError`` when two chunks' states count different features."""
+    """Raise :class:`DataError` when two chunks' states count different features."""
     if left != right:
-        raise ValueError(
+        raise DataError(
             f"a chunk has {right} features, but the chunks before it have {left}; "
             "every chunk must have the same columns"
         )
@@ -524,7 +524,7 @@ class EstimatorApply:
         out = self.kernel(self._checked(to_array(data, names)))
         columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
         if columns.shape[1] != len(self.output):
-            raise ValueError(
+            raise DataError(
                 f"the model gives {columns.shape[1]} value(s) per row, but output names "
                 f"{len(self.output)} column(s): {list(self.output)}"
             )

@@ -54,6 +54,8 @@ from sklearn.utils import check_X_y
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_non_negative
 
+from pipeline.errors import DataError
+
 from .learning import (
     ColumnMoments,
     ColumnMomentsOf,
@@ -117,7 +119,7 @@ def _require_y(estimator: BaseEstimator, y: Any) -> None:
 
 def _require_rows(estimator: BaseEstimator, n_rows: int) -> None:
     if n_rows == 0:
-        raise ValueError(
+        raise DataError(
             f"cannot fit {type(estimator).__name__}: every chunk was empty (0 rows in total)"
         )
 
@@ -174,7 +176,7 @@ def _union_classes(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     if left.size == 0 or right.size == 0:  # an empty chunk's labels must not change the dtype
         return right if left.size == 0 else left
     if _is_text(left) != _is_text(right):
-        raise ValueError(
+        raise DataError(
             "Mix of label input types (string and number) across chunks: "
             f"{left.tolist()[:5]} and {right.tolist()[:5]}"
         )

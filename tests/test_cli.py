@@ -432,6 +432,44 @@ def test_stage_failure_exits_1_and_names_stage_and_chunk(project: Path) -> None:
     assert list((project / "ws").iterdir()) == []
 
 
+NAN_SPEC = """\
+source: {npy: data/nan.npy, y: data/y.npy}
+chunks: {rows: 25}
+stages:
+  - name: nb
+    sklearn: sklearn.naive_bayes.GaussianNB
+sink: {npy: out/p.npy}
+"""
+
+
+@pytest.mark.parametrize("backend", ["loky", "sequential"])
+def test_bad_data_is_one_line_and_user_code_errors_show_their_traceback(
+    project: Path, backend: str
+) -> None:
+    # chunkline's own checks of the rows say everything in their message; a
+    # user's function failing gets its traceback, from a worker or not.
+    x = np.ones((N_ROWS, 3))
+    x[60, 1] = np.nan  # past the rows that validation checks: a worker finds it
+    np.save(project / "data" / "nan.npy", x)
+    write_spec(project, "nan.yaml", NAN_SPEC)
+    result = chunkline(project, "run", "nan.yaml", "--backend", backend, "--n-jobs", "2")
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(
+        r"chunkline: run failed: stage 'nb' failed on chunk \d+ \(rows \d+-\d+\): Input X "
+        r"contains \d NaN value\(s\) in column \d; GaussianNB does not accept missing "
+        r"values: [^\n]+\n",
+        result.stderr,
+    ), result.stderr
+    np.save(project / "data" / "rows.npy", -np.arange(N_ROWS * 3.0).reshape(N_ROWS, 3) / 3)
+    write_spec(project, "fail.yaml", FAIL_SPEC)
+    result = chunkline(project, "run", "fail.yaml", "--backend", backend)
+    assert result.returncode == 1, result.stderr
+    message, details = result.stderr.split("\n\ncaused by:\n")
+    assert "ValueError: row 100 is not allowed" in message
+    assert "Traceback (most recent call last)" in details, details
+    assert "in fail_on_row_100" in details and "ValueError: row 100 is not allowed" in details
+
+
 def test_sink_that_cannot_be_written_exits_1_without_a_traceback(project: Path) -> None:
     (project / "out" / "x.npy").mkdir(parents=True)
     result = chunkline(project, "run", "spec.yaml")

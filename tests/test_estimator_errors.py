@@ -213,7 +213,7 @@ def test_nans_an_estimator_refuses_name_the_stage_and_chunk(rng, save_npy, stage
     with pytest.raises(
         StageError,
         match=r"^stage 'model' failed on chunk 2 \(rows 80-120\): "
-        r"ValueError: Input X contains 1 NaN value\(s\) in column 2; \w+ does not "
+        r"Input X contains 1 NaN value\(s\) in column 2; \w+ does not "
         r"accept missing values: drop those rows first",
     ):
         Pipeline.from_dict(spec).run(progress=False)
@@ -231,7 +231,7 @@ def test_infinities_a_scaler_refuses_name_the_stage_and_chunk(rng, scaler, dtype
     with pytest.raises(
         StageError,
         match=r"^stage 'scale' failed on chunk 2 \(rows 80-120\): "
-        r"ValueError: Input X contains infinity in column 1",
+        r"Input X contains infinity in column 1",
     ):
         Pipeline(X, [stage], chunks=CHUNK, n_jobs=2).run(progress=False)
 
@@ -243,7 +243,7 @@ def test_a_label_outside_the_given_classes(rng):
     with pytest.raises(
         StageError,
         match=r"^stage 'clf' failed on chunk 1 \(rows 40-80\): "
-        r"ValueError: label\(s\) \[7\] are not among the classes \[0, 1\]",
+        r"label\(s\) \[7\] are not among the classes \[0, 1\]",
     ):
         Pipeline(ArraySource(X, y), [stage], chunks=CHUNK, n_jobs=2).run(progress=False)
 
@@ -356,9 +356,7 @@ def test_cli_exit_codes_for_estimator_stages(tmp_path, rng):
     (tmp_path / "nan.yaml").write_text(yaml.safe_dump(spec))
     result = chunkline(tmp_path, "run", "nan.yaml")
     assert result.returncode == 1, result.stderr
-    assert "stage 'clf' failed on chunk 1 (rows 40-80): ValueError: Input X contains 1 NaN" in (
-        result.stderr
-    )
+    assert "stage 'clf' failed on chunk 1 (rows 40-80): Input X contains 1 NaN" in (result.stderr)
     assert not (tmp_path / "out").exists()
 
 
