@@ -487,6 +487,12 @@ class Estimator(Fit):
             self._check_saved(self.model, "the model given")
             return self.model, None
         path = self.model
+        if path.endswith(".json"):
+            raise SpecError.at(
+                f"stage {self.name!r}.model",
+                f"{path} is a model card (what the model is, for people); give the model "
+                "itself: the .joblib or .skops file beside it",
+            )
         if not os.path.isfile(path):
             raise SourceError(f"stage {self.name!r}: model file not found: {path}")
         try:
@@ -505,8 +511,11 @@ class Estimator(Fit):
                 f"{where} holds a {type(model).__name__}, not a {type(self.unfitted).__name__}",
             )
         method = self.method or _default_method(model)
-        if not hasattr(model, method):
-            raise SpecError.at(f"stage {self.name!r}.apply", f"{model!r} has no {method}")
+        if not callable(getattr(model, method, None)):
+            what = repr(model) if hasattr(model, "get_params") else f"a {type(model).__name__}"
+            raise SpecError.at(
+                f"stage {self.name!r}.apply", f"{where} holds {what}, which has no {method}"
+            )
 
     def apply_chunk_bytes(self, model: Any) -> int | None:
         # The scalers' NumPy kernels are NumPy maps: the engine's default suits them.
@@ -544,14 +553,53 @@ class Estimator(Fit):
             width = int(n_features or 0)
         labels = getattr(model, "classes_", None) if method != "transform" else None
         output = self.output or default_output_names(self.name, width, labels)
+        try:
+            allow_nan = bool(get_tags(model).input_tags.allow_nan)
+        except Exception:  # not a scikit-learn estimator: it checks its own input
+            allow_nan = True
         return EstimatorApply(
             kernel,
-            self.features,  # type: ignore[arg-type]
+            self._features_applied(),
             self.target,
             tuple(output),
             n_features,
             f"model {self.model}" if isinstance(self.model, str) else f"the model of {self.name!r}",
+            allow_nan=allow_nan,
         )
+
+    def _features_applied(self) -> tuple[str, ...] | None:
+        """The columns a model is applied to; for a saved one, those it was fitted on.
+
+        chunkline writes ``<stage>.json`` beside a saved model (see
+        :meth:`_model_card`). A model fitted on a table's columns is applied
+        to the same columns in the same order: by default, and checked when
+        the stage lists ``features`` too. Without a card, the stage's own.
+        """
+        given = None if self.features is None else tuple(self.features)
+        if not isinstance(self.model, str):
+            return given
+        card_path = os.path.splitext(self.model)[0] + ".json"
+        if not os.path.isfile(card_path):
+            return given
+        try:
+            with open(card_path) as f:
+                saved = json.load(f).get("features")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise SourceError(
+                f"stage {self.name!r}: cannot read the model card {card_path} "
+                f"of {self.model}: {exc}"
+            ) from exc
+        if saved is None:
+            return given
+        saved = tuple(saved)
+        if given is not None and given != saved:
+            raise SpecError.at(
+                f"stage {self.name!r}.features",
+                f"model {self.model} was fitted on the columns {list(saved)} (see "
+                f"{card_path}), in that order, but the stage gives {list(given)}: leave "
+                "features out to use the saved ones",
+            )
+        return saved
 
     def save_model(
         self, fitted: Fitted, folder: str | os.PathLike[str]

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import DataError, SpecError
+from pipeline.errors import DataError, SpecError, SpecIssue
 from pipeline.fitting import TrainingChunk
+from pipeline.schema import check_columns
 
 from .tables import to_array
 
@@ -54,21 +55,27 @@ _FLOATS = (np.float64, np.float32, np.float16)
 # ---------------------------------------------------------------- checking rows
 
 
-def _columns_where(bad: np.ndarray) -> str:
+def _columns_where(bad: np.ndarray, names: Sequence[str] | None) -> str:
     columns = np.flatnonzero(bad.any(axis=0)).tolist()
-    shown = ", ".join(map(str, columns[:5])) + (", ..." if len(columns) > 5 else "")
-    return f"column{'s' if len(columns) > 1 else ''} {shown}"
+    labels = [repr(names[j]) for j in columns] if names is not None else list(map(str, columns))
+    shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+    return f"column{'s' if len(labels) > 1 else ''} {shown}"
 
 
-def check_finite(X: np.ndarray, allow_nan: bool, who: str) -> None:
-    """Raise :class:`DataError` if ``X`` holds infinities, or NaNs when ``who`` refuses them."""
+def check_finite(
+    X: np.ndarray, allow_nan: bool, who: str, names: Sequence[str] | None = None
+) -> None:
+    """Raise :class:`DataError` if ``X`` holds infinities, or NaNs when ``who`` refuses them.
+
+    ``names``: the columns' names (a table's features), else they are numbered.
+    """
     if X.dtype.kind not in "fc" or X.size == 0:
         return
     if allow_nan:
         bad = np.isinf(X)
         if bad.any():
             raise DataError(
-                f"Input X contains infinity in {_columns_where(bad.reshape(len(X), -1))}, "
+                f"Input X contains infinity in {_columns_where(bad.reshape(len(X), -1), names)}, "
                 f"which {who} cannot use"
             )
         return
@@ -77,11 +84,25 @@ def check_finite(X: np.ndarray, allow_nan: bool, who: str) -> None:
     nan = np.isnan(X).reshape(len(X), -1)
     if nan.any():
         raise DataError(
-            f"Input X contains {int(nan.sum())} NaN value(s) in {_columns_where(nan)}; "
+            f"Input X contains {int(nan.sum())} NaN value(s) in {_columns_where(nan, names)}; "
             f"{who} does not accept missing values: drop those rows first (a finite_rows "
             "filter) or fill them in"
         )
-    check_finite(X, allow_nan=True, who=who)
+    check_finite(X, allow_nan=True, who=who, names=names)
+
+
+def feature_array(
+    table: pa.Table, features: Sequence[str] | None, target: str | None
+) -> tuple[np.ndarray, list[str]]:
+    """A table chunk's features as float64 rows, and their names.
+
+    The ``features`` columns, or every column but ``target``; errors name
+    the ``features`` field.
+    """
+    names = (
+        list(features) if features is not None else [c for c in table.column_names if c != target]
+    )
+    return to_array(table, names, field="features"), names
 
 
 def float_rows(X: Any, who: str = "the estimator", n_features: int | None = None) -> np.ndarray:
@@ -148,8 +169,9 @@ class FeatureRows:
     classes: tuple[Any, ...] | None = None
 
     def __call__(self, data: Any, y: Any) -> tuple[np.ndarray, Any]:
+        names = None
         if isinstance(data, pa.Table):
-            X, y = self._from_table(data)
+            X, y, names = self._from_table(data)
         else:
             if self.features is not None or self.target is not None:
                 raise SpecError.at(
@@ -169,7 +191,7 @@ class FeatureRows:
                 f"{self.who} learns from targets y: give source.y (an aligned .npy) for "
                 "array sources, or target: <column> for tables",
             )
-        check_finite(X, self.allow_nan, self.who)
+        check_finite(X, self.allow_nan, self.who, names)
         if self.classes is not None and y is not None and len(y):
             unseen = np.setdiff1d(np.unique(y), np.asarray(self.classes))
             if unseen.size:
@@ -180,22 +202,27 @@ class FeatureRows:
                 )
         return X, y
 
-    def _from_table(self, table: pa.Table) -> tuple[np.ndarray, Any]:
-        names = (
-            list(self.features)
-            if self.features is not None
-            else [c for c in table.column_names if c != self.target]
-        )
-        X = to_array(table, names)
+    def _from_table(self, table: pa.Table) -> tuple[np.ndarray, Any, list[str]]:
+        issues: list[SpecIssue] = []  # a typo in each field, reported in one go
+        target = None if self.target is None else (self.target,)
+        for field_name, columns in (("features", self.features), ("target", target)):
+            try:
+                if columns is not None:
+                    check_columns(table, columns, field_name)
+            except SpecError as exc:
+                issues.extend(exc.issues)
+        if issues:
+            raise SpecError(issues)
+        X, names = feature_array(table, self.features, self.target)
         if self.target is None:
-            return X, None
+            return X, None, names
         column = table.column(self.target)
         if column.null_count:
             raise DataError(
                 f"target column {self.target!r} has {column.null_count} null value(s); "
                 "drop those rows (a where filter) or fill them (fill_null) first"
             )
-        return X, column.to_numpy()
+        return X, column.to_numpy(), names
 
 
 # ---------------------------------------------------------------- per-chunk statistics
@@ -512,16 +539,13 @@ class EstimatorApply:
     output: tuple[str, ...] = ()
     n_features: int | None = None
     model: str = "the model"
+    allow_nan: bool = True
 
     def __call__(self, data: Any) -> Any:
         if not isinstance(data, pa.Table):
             return self.kernel(self._checked(data))
-        names = (
-            list(self.features)
-            if self.features is not None
-            else [c for c in data.column_names if c != self.target]
-        )
-        out = self.kernel(self._checked(to_array(data, names)))
+        X, names = feature_array(data, self.features, self.target)
+        out = self.kernel(self._checked(X, names))
         columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
         if columns.shape[1] != len(self.output):
             raise DataError(
@@ -537,7 +561,7 @@ class EstimatorApply:
                 table = table.append_column(name, values)
         return table
 
-    def _checked(self, X: Any) -> Any:
+    def _checked(self, X: Any, names: Sequence[str] | None = None) -> Any:
         width = np.shape(X)[1] if np.ndim(X) == 2 else None
         if self.n_features is not None and width is not None and width != self.n_features:
             raise SpecError.at(
@@ -545,6 +569,9 @@ class EstimatorApply:
                 f"{self.model} was fitted on {self.n_features} features, but its input has "
                 f"{width} columns",
             )
+        if not self.allow_nan:
+            # As a fit's rows are checked: chunkline's message, with the chunk.
+            check_finite(np.asarray(X), False, self.model, names)
         return X
 
 

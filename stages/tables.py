@@ -385,20 +385,26 @@ def _is_numeric(type_: pa.DataType) -> bool:
 
 
 def to_array(
-    table: pa.Table, columns: Sequence[str] | None = None, dtype: DTypeLike = "float64"
+    table: pa.Table,
+    columns: Sequence[str] | None = None,
+    dtype: DTypeLike = "float64",
+    *,
+    field: str | None = None,
 ) -> np.ndarray:
     """A 2-D C-contiguous array, rows x ``columns`` (default: all), for NumPy stages.
 
     Numeric and boolean columns are converted; nulls become NaN with a float
     ``dtype``. Integer and boolean dtypes refuse nulls and values that do not
-    fit.
+    fit. ``field``: the spec field that listed ``columns`` (such as an
+    estimator's ``features``), for the messages; default: this stage's.
 
     >>> to_array(pa.table({"a": [1, None], "b": [0.5, 1.5]}))
     array([[1. , 0.5],
            [nan, 1.5]])
     """
-    names = table.column_names if columns is None else _names(columns, "to_array")
-    check_columns(table, names, "to_array")
+    who = field or "to_array"
+    names = table.column_names if columns is None else _names(columns, who)
+    check_columns(table, names, who)
     try:
         target = np.dtype(dtype)
     except TypeError:
@@ -414,9 +420,14 @@ def to_array(
         if not _is_numeric(table.schema.field(name).type)
     ]
     if wrong:
+        choose = (
+            f"list numeric columns in {field}"
+            if field
+            else "choose numeric columns with columns=[...]"
+        )
         raise SpecError(
-            f"to_array: not numeric: column{'s' if len(wrong) > 1 else ''} {', '.join(wrong)}; "
-            "choose numeric columns with columns=[...], or cast or encode them first"
+            f"{who}: not numeric: column{'s' if len(wrong) > 1 else ''} {', '.join(wrong)}; "
+            f"{choose}, or cast or encode them first"
         )
     out = np.empty((table.num_rows, len(names)), dtype=target)
     for j, name in enumerate(names):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -185,6 +186,106 @@ def test_saved_model_missing_or_unreadable(rng, tmp_path):
     garbage.write_bytes(b"not a pickle")
     with pytest.raises(SourceError, match=rf"^stage 'm': cannot load the model in {garbage}: "):
         Pipeline(X, [Estimator(model=str(garbage), name="m")]).plan()
+
+
+def test_typos_in_features_and_target_are_one_spec_error(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0], "label": [0, 1]}), path)
+    stage = Estimator("sklearn.linear_model.SGDClassifier", features=["a", "c"], target="lable")
+    with pytest.raises(SpecError) as caught:
+        Pipeline({"parquet": str(path)}, [stage]).plan()
+    assert [str(issue) for issue in caught.value.issues] == [
+        "stage 'SGDClassifier': features: unknown column 'c'; available columns: a, label",
+        "stage 'SGDClassifier': target: unknown column 'lable' (did you mean 'label'?); "
+        "available columns: a, label",
+    ]
+
+
+def table_model(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, pa.Table, np.ndarray]:
+    """A classifier fitted on columns f0-f3 of a table that also has 'cat' and 'label'.
+
+    Returns the table's file, the table and the model's probabilities of class 1.
+    """
+    X = rng.standard_normal((N, 4))
+    table = pa.table(
+        {
+            **{f"f{j}": X[:, j] for j in range(4)},
+            "cat": ["a", "b"] * (N // 2),
+            "label": (X[:, 0] > 0).astype(np.int64),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    fit = Estimator(
+        "sklearn.linear_model.LogisticRegression",
+        features=["f0", "f1", "f2", "f3"],
+        target="label",
+        apply="predict_proba",
+        name="clf",
+    )
+    result = Pipeline({"parquet": str(path)}, [fit], sink={"models": str(tmp_path / "m")}).run(
+        progress=False
+    )
+    return path, table, result.models["clf"].predict_proba(X)[:, 1]
+
+
+def test_a_saved_model_sees_the_columns_it_was_fitted_on(tmp_path, rng):
+    path, _, expected = table_model(tmp_path, rng)
+    model = str(tmp_path / "m" / "clf.joblib")
+    # No features given: the model card's, not every column ('cat' is text).
+    out = Pipeline(
+        {"parquet": str(path)}, [Estimator(model=model, apply="predict_proba", name="clf")]
+    ).run(progress=False)
+    np.testing.assert_array_equal(out.output.column("clf_1").to_numpy(), expected)
+    # The same columns in another order would give wrong answers: refused.
+    reordered = Estimator(
+        model=model, apply="predict_proba", features=["f3", "f2", "f1", "f0"], name="clf"
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"^stage 'clf'\.features: model .*clf\.joblib was fitted on the columns "
+        r"\['f0', 'f1', 'f2', 'f3'\] \(see .*clf\.json\), in that order, but the stage "
+        r"gives \['f3', 'f2', 'f1', 'f0'\]: leave features out to use the saved ones$",
+    ):
+        Pipeline({"parquet": str(path)}, [reordered]).plan()
+    # A table without one of them: named as the features it misses.
+    with pytest.raises(SpecError, match=r"features: unknown column 'f3'; available columns: "):
+        Pipeline(
+            {"parquet": str(path), "columns": ["f0", "f1", "f2", "label"]},
+            [Estimator(model=model, name="clf")],
+        ).plan()
+
+
+def test_a_saved_model_refuses_nans_as_its_fit_did(tmp_path, rng):
+    path, table, _ = table_model(tmp_path, rng)
+    f2 = table.column("f2").to_numpy().copy()
+    f2[95] = np.nan
+    pq.write_table(table.set_column(2, "f2", pa.array(f2)), path)
+    model = str(tmp_path / "m" / "clf.joblib")
+    with pytest.raises(
+        StageError,
+        match=r"^stage 'clf' failed on chunk 0 \(.*\): Input X contains 1 NaN value\(s\) in "
+        r"column 'f2'; model .*clf\.joblib does not accept missing values",
+    ) as caught:
+        Pipeline({"parquet": str(path)}, [Estimator(model=model, name="clf")]).run(progress=False)
+    assert caught.value.data_error
+
+
+def test_a_model_file_that_is_not_a_model(tmp_path, rng):
+    X, _ = data(rng)
+    card = tmp_path / "clf.json"
+    card.write_text("{}")
+    with pytest.raises(
+        SpecError,
+        match=rf"^stage 'm'\.model: {card} is a model card .*: the \.joblib or \.skops file",
+    ):
+        Pipeline(X, [Estimator(model=str(card), name="m")]).plan()
+    other = tmp_path / "d.joblib"
+    joblib.dump({"a": 1}, other)
+    with pytest.raises(
+        SpecError, match=rf"^stage 'm'\.apply: {other} holds a dict, which has no predict$"
+    ):
+        Pipeline(X, [Estimator(model=str(other), apply="predict", name="m")]).plan()
 
 
 # ---------------------------------------------------------------- bad data, failing fits
