@@ -108,6 +108,15 @@ def format_bytes(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1.
+
+    >>> counted(1, "chunk"), counted(3, "chunk")
+    ('1 chunk', '3 chunks')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ChunkSpec:
     """How to size chunks: exactly one of ``rows``, ``bytes``, ``memory``, or none.

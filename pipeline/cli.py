@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .chunking import counted
 from .errors import ChunklineError, SpecError, StageError
 from .pipeline import Pipeline, load_spec
 from .sinks import atomic_write_json, to_jsonable
@@ -105,8 +106,10 @@ def _command(args: argparse.Namespace) -> int:
     pipeline = _load(args)
     if args.command == "validate":
         plan = pipeline.plan()
-        stages = sum(len(p.stages) for p in plan.passes)
-        print(f"ok: {args.spec} is valid ({stages} stages, {len(plan.passes)} pass(es))")
+        print(
+            f"ok: {args.spec} is valid ({counted(len(pipeline.stages), 'stage')}, "
+            f"{counted(len(plan.passes), 'pass')})"
+        )
         print(plan.schemas())
         return EXIT_OK
     settings = {"n_jobs": args.n_jobs, "backend": args.backend}

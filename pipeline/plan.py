@@ -254,7 +254,7 @@ def _describe_input(p: PassPlan, passes: Sequence[PassPlan]) -> str:
 def _describe_output(p: PassPlan, sink: str, has_y: bool) -> str:
     if p.output_meta is None:
         return {
-            "sink": "the sink, as for the first pass's output kind",
+            "sink": "the sink",
             "memory": "returned in memory",
             "workspace": "workspace files for the next pass",
         }.get(p.output, "none (reductions only)") + " (layout known once the model is fitted)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .chunking import counted
+
 __all__ = ["FitReport", "PassReport", "RunReport", "StageReport"]
 
 
@@ -63,7 +65,8 @@ class RunReport:
         for p in self.passes:
             rate = p.bytes_in / max(p.seconds, 1e-9) / 1e6
             lines.append(
-                f"  pass {p.index + 1}: {p.chunks} chunks, {p.rows_in} -> {p.rows_out} rows, "
+                f"  pass {p.index + 1}: {counted(p.chunks, 'chunk')}, "
+                f"{p.rows_in} -> {p.rows_out} rows, "
                 f"{p.seconds:.2f} s ({rate:,.0f} MB/s), {p.parallel}, "
                 f"worker peak RSS {p.worker_peak_rss / 2**20:,.0f} MiB"
             )
@@ -73,7 +76,7 @@ class RunReport:
             epochs = f", {f.epochs} epochs" if f.epochs > 1 else ""
             detail = f"; {f.detail}" if f.detail else ""
             lines.append(
-                f"  fit {f.name}: {f.strategy} over {f.chunks} chunks{epochs}, "
+                f"  fit {f.name}: {f.strategy} over {counted(f.chunks, 'chunk')}{epochs}, "
                 f"{f.seconds:.2f} s in the parent{detail}"
             )
         return "\n".join(lines)

@@ -124,6 +124,7 @@ __all__ = [
     "merge_column_moments",
     "merge_ranges",
     "merger_for",
+    "n_jobs_is_deprecated",
     "nan_to_num",
     "parallelizes_itself",
     "range_rows",
@@ -148,6 +149,7 @@ _LAZY = (
             "MODEL_CHUNK_BYTES",
             "MergeChunks",
             "make_estimator",
+            "n_jobs_is_deprecated",
             "parallelizes_itself",
         )
     }

@@ -33,8 +33,10 @@ the stage applies a model saved by an earlier run and fits nothing.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -44,6 +46,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils import get_tags
 
+from pipeline.chunking import counted
 from pipeline.errors import SourceError, SpecError, SpecIssue
 from pipeline.fitting import TrainingChunk
 from pipeline.parallel import ParallelSettings
@@ -68,6 +71,7 @@ __all__ = [
     "Estimator",
     "MergeChunks",
     "make_estimator",
+    "n_jobs_is_deprecated",
     "parallelizes_itself",
 ]
 
@@ -90,18 +94,65 @@ _OPENMP = (
 )
 
 
+# The numpydoc entry of ``n_jobs`` in a docstring: its header line and the
+# indented (or blank) lines under it.
+_N_JOBS_ENTRY = re.compile(r"^n_jobs\s*:.*\n(?:(?:[ \t]+.*)?\n)*", re.MULTILINE)
+
+
 def parallelizes_itself(estimator: Any) -> str | None:
     """Why ``estimator`` runs in parallel on its own, or ``None`` if it does not.
 
+    An ``n_jobs`` that the installed scikit-learn has deprecated does nothing:
+    it does not count (:func:`n_jobs_is_deprecated`).
+
     >>> from sklearn.ensemble import RandomForestClassifier
-    >>> parallelizes_itself(RandomForestClassifier())
-    'it has n_jobs (its own joblib workers)'
+    >>> from sklearn.linear_model import Ridge
+    >>> parallelizes_itself(RandomForestClassifier()), parallelizes_itself(Ridge())
+    ('it has n_jobs (its own joblib workers)', None)
     """
     if "n_jobs" in estimator.get_params(deep=False):
+        if n_jobs_is_deprecated(estimator):
+            return None  # no scikit-learn estimator has both a no-op n_jobs and OpenMP
         return "it has n_jobs (its own joblib workers)"
     if type(estimator).__name__ in _OPENMP:
         return "it runs OpenMP threads"
     return None
+
+
+def n_jobs_is_deprecated(estimator: Any) -> bool:
+    """Whether the installed scikit-learn has deprecated ``estimator``'s ``n_jobs``.
+
+    A deprecated ``n_jobs`` is a no-op kept for compatibility (LogisticRegression's
+    since scikit-learn 1.8). scikit-learn marks a deprecated parameter in one
+    of two ways, both checked here without fitting anything:
+
+    - its default becomes the string ``"deprecated"`` (fit warns if it is set);
+    - its default stays (LogisticRegression keeps ``n_jobs=None``) and only its
+      docstring entry says ``.. deprecated::``, the directive scikit-learn's
+      deprecation guidelines put in every deprecated parameter's entry.
+
+    The ``FutureWarning`` that fit raises is no signal: it needs data and an
+    ``n_jobs`` that is set, and ``explain`` fits nothing. The entry is read from
+    the first class in the MRO that documents ``n_jobs``, so a subclass that
+    documents its own (LogisticRegressionCV, whose ``n_jobs`` does run folds
+    in parallel) is judged by it. Without docstrings (``python -OO``), an
+    ``n_jobs`` counts.
+
+    >>> from sklearn.ensemble import RandomForestRegressor
+    >>> n_jobs_is_deprecated(RandomForestRegressor())
+    False
+    """
+    if "n_jobs" not in estimator.get_params(deep=False):
+        return False
+    parameter = inspect.signature(type(estimator)).parameters.get("n_jobs")
+    default = None if parameter is None else parameter.default
+    if isinstance(default, str) and default == "deprecated":
+        return True
+    for klass in type(estimator).__mro__:
+        entry = _N_JOBS_ENTRY.search(inspect.cleandoc(klass.__doc__ or ""))
+        if entry:
+            return ".. deprecated::" in entry.group(0)
+    return False
 
 
 def make_estimator(target: Any, params: Mapping[str, Any]) -> tuple[BaseEstimator, str]:
@@ -656,9 +707,12 @@ class Estimator(Fit):
         strategy = self.strategy
         how = {
             "merge": "per-chunk statistics merged exactly, in chunk order",
-            "partial_fit": f"chunk by chunk in chunk order, {self.epochs} epoch"
-            + ("s" if self.epochs > 1 else "")
-            + (f", chunks shuffled (seed {self.seed})" if self.shuffle_chunks else ""),
+            "partial_fit": (
+                f"chunk by chunk, {counted(self.epochs, 'epoch')}, each in an order shuffled "
+                f"from seed {self.seed}"
+                if self.shuffle_chunks
+                else f"chunk by chunk in chunk order, {counted(self.epochs, 'epoch')}"
+            ),
             "full": "all rows at once, memory-mapped, inside joblib.parallel_config",
             "sample": f"a uniform sample of {self.sample_rows} rows (seed {self.seed})",
         }[strategy or "merge"]

@@ -18,10 +18,13 @@ bus: 8 HistGradientBoosting fits ran 1.2x slower two at a time than one after
 the other with both cores each (``../shared/PERFORMANCE.md``, W6). So
 ``split: auto`` gives such estimators all the cores, one model at a time, and
 runs other models side by side, one core each; ``explain`` says which and why.
+An ``n_jobs`` that the installed scikit-learn has deprecated (LogisticRegression's
+since 1.8: it has no effect) does not count: such a model uses one core.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ import joblib
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import sklearn
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, ParameterGrid
@@ -41,7 +45,7 @@ from pipeline.parallel import ParallelSettings
 from pipeline.registry import did_you_mean
 from pipeline.stage import Fitted
 
-from .estimators import Estimator, make_estimator, parallelizes_itself
+from .estimators import Estimator, make_estimator, n_jobs_is_deprecated, parallelizes_itself
 
 __all__ = ["Split", "TrainMany", "choose_split"]
 
@@ -83,11 +87,16 @@ side by side, models would only contend for the cores)'
             why = f"{kind} {itself}: side by side, models would only contend for the cores"
         return Split(1, cores, why)
     outer = min(cores, len(candidates))
-    why = (
-        "as the spec says"
-        if split == "models"
-        else f"{kind} uses one core: models run side by side"
-    )
+    why = "as the spec says"
+    if split == "auto":
+        # Name a candidate that does use one core: in a mixed list it need not be the first.
+        single = next(c for c, reason in zip(candidates, reasons, strict=True) if reason is None)
+        note = (
+            f": its n_jobs has no effect in scikit-learn {sklearn.__version__}, so"
+            if n_jobs_is_deprecated(single)
+            else ":"
+        )
+        why = f"{type(single).__name__} uses one core{note} models run side by side"
     return Split(outer, max(1, cores // outer), why)
 
 
@@ -324,16 +333,33 @@ class TrainMany(Estimator):
         return list(KFold(n_splits=int(amount)).split(np.zeros(n)))
 
     def _trials(self, jobs: list[Any], done: list[Any]) -> list[dict[str, Any]]:
-        varying = sorted({k for c in self.candidates for k in _differences(c, self.candidates)})
+        """One row per candidate: its class, its identifying parameters, score, fit time.
+
+        The parameter columns are those that identify some candidate (see
+        :func:`_identifying`: set away from its class's defaults, or differing
+        between candidates of its class), sorted by name. A row holds each
+        such parameter's value for its candidate (``None``, an empty CSV cell,
+        when its class has no such parameter).
+        """
+        params = [c.get_params(deep=False) for c in self.candidates]
+        by_kind: dict[type, list[dict[str, Any]]] = {}
+        for candidate, mine in zip(self.candidates, params, strict=True):
+            by_kind.setdefault(type(candidate), []).append(mine)
+        shown = sorted(
+            {
+                key
+                for candidate, mine in zip(self.candidates, params, strict=True)
+                for key in _identifying(mine, type(candidate), by_kind[type(candidate)])
+            }
+        )
         rows = []
         for i, candidate in enumerate(self.candidates):
             mine = [d for job, d in zip(jobs, done, strict=True) if job[0] == i]
-            params = candidate.get_params(deep=False)
             rows.append(
                 {
                     "candidate": i,
                     "estimator": type(candidate).__name__,
-                    **{k: params.get(k) for k in varying},
+                    **{k: params[i].get(k) for k in shown},
                     "score": float(np.mean([d[2] for d in mine])),
                     "fit_seconds": float(sum(d[1] for d in mine)),
                 }
@@ -342,7 +368,9 @@ class TrainMany(Estimator):
 
     def _model_files(self, fitted: Fitted, base: str) -> dict[str, Callable[[str], None] | None]:
         files = super()._model_files(fitted, base)
-        trials = pa.Table.from_pylist(list(fitted.trials or ()))
+        rows = list(fitted.trials or ())
+        names = list(rows[0]) if rows else []
+        trials = pa.table({k: _csv_column([row[k] for row in rows]) for k in names})
         files[f"{base}-trials.csv"] = lambda path: pacsv.write_csv(trials, path)
         return files
 
@@ -362,12 +390,14 @@ class TrainMany(Estimator):
         )
 
     def to_spec(self) -> dict[str, Any]:
-        if not self.target_name:
+        candidates = _candidates_spec(self.estimator)
+        if candidates is None:
             raise TypeError(
-                f"stage {self.name!r} was built from estimator objects; only an import string "
-                "can be written as a spec"
+                f"stage {self.name!r} was built from estimator objects; only candidates given "
+                "by import string (alone, in a list, or as {sklearn: <import string>, "
+                "params: {...}}) can be written as a spec"
             )
-        spec: dict[str, Any] = {"name": self.name, "train_many": self.target_name}
+        spec: dict[str, Any] = {"name": self.name, "train_many": candidates}
         for key in ("params", "grid", "scoring", "apply", "features", "target", "output"):
             value = getattr(self, key)
             if value:
@@ -385,11 +415,88 @@ class TrainMany(Estimator):
         return spec
 
 
-def _differences(candidate: BaseEstimator, all_candidates: Sequence[BaseEstimator]) -> list[str]:
-    """Parameters of ``candidate`` that differ between candidates of its class."""
-    mine = candidate.get_params(deep=False)
-    same = [c for c in all_candidates if type(c) is type(candidate)]
-    return [k for k, v in mine.items() if any(c.get_params(deep=False).get(k) != v for c in same)]
+def _candidates_spec(value: Any) -> str | list[Any] | None:
+    """``train_many``'s (validated) value as a spec, or ``None`` if it holds estimator objects.
+
+    >>> _candidates_spec(["sklearn.svm.SVR", {"sklearn": "sklearn.linear_model.Ridge"}])
+    ['sklearn.svm.SVR', {'sklearn': 'sklearn.linear_model.Ridge'}]
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Sequence):  # a class or an instance
+        return None
+    written: list[Any] = []
+    for item in value:
+        if isinstance(item, str):
+            written.append(item)
+        elif isinstance(item, Mapping) and isinstance(item["sklearn"], str):
+            entry: dict[str, Any] = {"sklearn": item["sklearn"]}
+            if item.get("params"):
+                entry["params"] = dict(item["params"])
+            written.append(entry)
+        else:
+            return None
+    return written
+
+
+def _identifying(
+    params: Mapping[str, Any], kind: type, of_kind: Sequence[Mapping[str, Any]]
+) -> set[str]:
+    """Parameters that tell a candidate of class ``kind`` (``params``) apart.
+
+    Those set away from the class's defaults, and those that differ between
+    the candidates of its class (``of_kind``, their parameters): in a grid
+    over ``alpha: [1.0, 10.0]``, the default ``alpha=1.0`` still tells its
+    candidate apart. A parameter set to its default does not, as in
+    scikit-learn's ``repr``, where ``Ridge(alpha=1.0)`` prints ``Ridge()``.
+
+    >>> from sklearn.linear_model import Ridge
+    >>> grid = [Ridge(alpha=a, solver="svd").get_params() for a in (1.0, 2.0)]
+    >>> sorted(_identifying(grid[0], Ridge, grid))  # 1.0 is Ridge's default alpha
+    ['alpha', 'solver']
+    """
+    defaults = {k: p.default for k, p in inspect.signature(kind).parameters.items()}
+    return {
+        key
+        for key, value in params.items()
+        if defaults.get(key, inspect.Parameter.empty) is inspect.Parameter.empty
+        or not _same(value, defaults[key])
+        or any(not _same(value, other.get(key)) for other in of_kind)
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` for parameter values, including arrays, NaN and estimator objects.
+
+    ``==`` where it gives one truth value (``1 == 1.0``), else, like
+    scikit-learn's ``repr``, equal ``repr`` (``nan``, arrays, ``Ridge()``).
+    """
+    try:
+        if bool(a == b):
+            return True
+    except (TypeError, ValueError):  # arrays: no single truth value
+        pass
+    return repr(a) == repr(b)
+
+
+def _csv_column(values: list[Any]) -> pa.Array:
+    """A trials column as a CSV file can hold it.
+
+    Numbers, booleans and text stay as they are; a column of anything else
+    (tuples, estimator objects, text mixed with numbers as in ``max_features:
+    ["sqrt", 0.5]``) is written as text.
+    """
+    try:
+        column = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        column = None
+    if column is not None and (
+        pa.types.is_null(column.type)
+        or pa.types.is_string(column.type)
+        or pa.types.is_primitive(column.type)
+    ):
+        return column
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def _rows(data: Any, which: Any) -> Any:

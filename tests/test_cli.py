@@ -242,7 +242,7 @@ def test_run_through_the_installed_console_script(project: Path) -> None:
 def test_validate_a_good_spec(project: Path) -> None:
     result = chunkline(project, "validate", "spec.yaml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: spec.yaml is valid (3 stages, 1 pass(es))")
+    assert result.stdout.startswith("ok: spec.yaml is valid (3 stages, 1 pass)")
     assert not (project / "out").exists(), "validate must not write outputs"
     assert list((project / "ws").iterdir()) == []
 

@@ -226,6 +226,13 @@ def test_partial_fit_epochs_and_shuffled_chunks(rng, tmp_path, shuffle):
             expected.partial_fit(X[starts[k] : starts[k] + 70], y[starts[k] : starts[k] + 70])
     assert_same_params(result.models["sgd"], expected, ["coef_", "intercept_"])
     assert result.report.fits[0].epochs == 3
+    explained = Pipeline(ArraySource(X, y.astype(float)), [stage], chunks=70).explain()
+    how = (
+        "chunk by chunk, 3 epochs, each in an order shuffled from seed 7"
+        if shuffle
+        else "chunk by chunk in chunk order, 3 epochs"
+    )
+    assert "SGDRegressor by partial_fit (" in explained and how in explained, explained
 
 
 def test_partial_fit_after_a_filter_sees_the_kept_rows_in_order(rng, tmp_path):

@@ -258,7 +258,8 @@ def test_churn_search_keeps_the_best_of_its_trials(ran: Ran) -> None:
     assert results["examples/churn_search.yaml"].returncode == 0
     trials = (root / "out" / "churn_models" / "search-trials.csv").read_text().splitlines()
     assert trials[0].replace('"', "") == (
-        "candidate,estimator,learning_rate,max_leaf_nodes,score,fit_seconds,best"
+        "candidate,estimator,learning_rate,max_iter,max_leaf_nodes,random_state,score,"
+        "fit_seconds,best"
     )
     assert len(trials) == 5 and sum(line.endswith("true") for line in trials) == 1
     best = load_model(root / "out" / "churn_models" / "search.joblib")

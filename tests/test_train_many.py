@@ -2,8 +2,10 @@
 
 Every candidate's score must equal what fitting it by hand on the same rows
 gives; the best one is kept, saved and applied; the parallel split follows
-whether the estimator parallelizes itself; k-fold scores match scikit-learn's
-``cross_val_score`` on the same folds.
+whether the estimator parallelizes itself (an ``n_jobs`` scikit-learn ignores
+does not count); k-fold scores match scikit-learn's ``cross_val_score`` on the
+same folds; a spec of candidates round-trips; the trials table shows what
+identifies each candidate.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import os
 import numpy as np
 import pyarrow.csv as pacsv
 import pytest
+import sklearn
+import yaml
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import Lasso, Ridge
+from sklearn.linear_model import Lasso, LogisticRegression, LogisticRegressionCV, Ridge
 from sklearn.model_selection import KFold, cross_val_score
+from sklearn.tree import DecisionTreeRegressor
 
 from pipeline import ArraySource, Pipeline
 from stages import TrainMany, choose_split
@@ -170,3 +176,227 @@ def test_candidates_that_all_score_nan_keep_nothing(xy, tmp_path):
     X, y = xy
     with pytest.raises(StageError, match=r"every candidate of 'n' scored NaN"):
         run(X, y, TrainMany([NanScore(), NanScore(alpha=2.0)], name="n"), tmp_path, n_jobs=1)
+
+
+# ------------------------------------------- n_jobs that scikit-learn ignores
+
+
+class DocumentedNoOpJobs(BaseEstimator):
+    """An estimator whose ``n_jobs`` is deprecated the way LogisticRegression's is.
+
+    Parameters
+    ----------
+    n_jobs : int, default=None
+        Does not have any effect.
+
+        .. deprecated:: 0.1
+           `n_jobs` is deprecated in version 0.1 and will be removed in 0.3.
+
+    alpha : float, default=1.0
+        Unused.
+    """
+
+    def __init__(self, n_jobs=None, alpha=1.0):
+        self.n_jobs = n_jobs
+        self.alpha = alpha
+
+
+class InheritsTheNoOp(DocumentedNoOpJobs):
+    """A subclass that does not document its parameters: its parent's entry counts."""
+
+
+class UsesItsJobs(DocumentedNoOpJobs):
+    """A subclass whose ``n_jobs`` works again.
+
+    Parameters
+    ----------
+    n_jobs : int, default=None
+        Folds fitted in parallel.
+    """
+
+
+class SentinelNoOpJobs(BaseEstimator):
+    """scikit-learn's other way to deprecate a parameter: the default ``"deprecated"``."""
+
+    def __init__(self, n_jobs="deprecated"):
+        self.n_jobs = n_jobs
+
+
+@pytest.mark.parametrize(
+    ("estimator", "split"),
+    [
+        (DocumentedNoOpJobs(), (2, 1)),
+        (DocumentedNoOpJobs(n_jobs=2), (2, 1)),  # set, it is still a no-op
+        (InheritsTheNoOp(), (2, 1)),
+        (SentinelNoOpJobs(), (2, 1)),
+        (UsesItsJobs(), (1, 2)),
+        (LogisticRegressionCV(), (1, 2)),  # its n_jobs runs the folds in parallel
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseEstimator) else None,
+)
+def test_an_n_jobs_that_does_nothing_is_not_inner_parallelism(estimator, split):
+    chosen = choose_split([estimator] * 4, 2)
+    assert (chosen.outer, chosen.inner) == split
+    if split == (2, 1):
+        assert chosen.why == (
+            f"{type(estimator).__name__} uses one core: its n_jobs has no effect in "
+            f"scikit-learn {sklearn.__version__}, so models run side by side"
+        )
+
+
+@pytest.mark.skipif(
+    tuple(int(p) for p in sklearn.__version__.split(".")[:2]) < (1, 8),
+    reason="LogisticRegression's n_jobs is deprecated (a no-op) from scikit-learn 1.8",
+)
+def test_logistic_regression_candidates_run_side_by_side(xy, tmp_path):
+    X, y = xy
+    y = (y > 0).astype(int)
+    stage = TrainMany(LogisticRegression(), grid={"C": [0.1, 1.0, 10.0]}, name="lr")
+    text = Pipeline(ArraySource(X, y), [stage], n_jobs=2).explain()
+    assert (
+        "2 models at a time x 1 thread each (LogisticRegression uses one core: its n_jobs "
+        f"has no effect in scikit-learn {sklearn.__version__}, so models run side by side)"
+    ) in text
+    assert choose_split(stage.candidates, 2, "estimator").why == "as the spec says"
+
+
+def test_a_mixed_list_names_a_model_that_uses_one_core():
+    chosen = choose_split([HistGradientBoostingRegressor(), Ridge()], 2)
+    assert chosen.why == "Ridge uses one core: models run side by side"
+
+
+# ------------------------------------------------------- spec round trips
+
+SEARCH = """\
+name: round-trip
+source: {{npy: {x}, y: {y}}}
+stages:
+  - name: search
+    train_many:
+      - {{sklearn: sklearn.linear_model.Ridge, params: {{alpha: 0.1}}}}
+      - {{sklearn: sklearn.tree.DecisionTreeRegressor, params: {{max_depth: 3, random_state: 0}}}}
+      - sklearn.linear_model.LinearRegression
+    params: {{}}
+    scoring: r2
+"""
+
+
+def without_times(trials):
+    return [{k: v for k, v in row.items() if k != "fit_seconds"} for row in trials]
+
+
+def test_a_list_of_candidates_from_a_file_round_trips(xy, tmp_path, save_npy):
+    X, y = xy
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(SEARCH.format(x=save_npy("x", X), y=save_npy("y", y)))
+    loaded = Pipeline.from_file(spec_file)
+    spec = loaded.to_dict()
+    assert spec["stages"] == [
+        {
+            "name": "search",
+            "train_many": [
+                {"sklearn": "sklearn.linear_model.Ridge", "params": {"alpha": 0.1}},
+                {
+                    "sklearn": "sklearn.tree.DecisionTreeRegressor",
+                    "params": {"max_depth": 3, "random_state": 0},
+                },
+                "sklearn.linear_model.LinearRegression",
+            ],
+            "scoring": "r2",
+        }
+    ]
+    again = Pipeline.from_dict(yaml.safe_load(yaml.safe_dump(spec)))
+    assert again.to_dict() == spec
+    assert again.explain() == loaded.explain()
+    first = loaded.run(n_jobs=1, progress=False)
+    second = again.run(n_jobs=1, progress=False)
+    np.testing.assert_array_equal(second.output, first.output)
+    assert without_times(second.trials["search"]) == without_times(first.trials["search"])
+
+
+def test_candidates_given_as_python_import_strings_round_trip():
+    stage = TrainMany(("sklearn.linear_model.Ridge", "sklearn.linear_model.Lasso"), name="two")
+    spec = stage.to_spec()
+    assert spec == {
+        "name": "two",
+        "train_many": ["sklearn.linear_model.Ridge", "sklearn.linear_model.Lasso"],
+    }
+    again = TrainMany.from_spec(spec)
+    assert again.to_spec() == spec
+    assert [repr(c) for c in again.candidates] == [repr(c) for c in stage.candidates]
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [
+        Ridge(),
+        Ridge,
+        [Ridge(), "sklearn.linear_model.Lasso"],
+        [{"sklearn": Ridge, "params": {"alpha": 2.0}}],
+    ],
+    ids=["instance", "class", "instance-in-list", "class-in-mapping"],
+)
+def test_candidates_given_as_objects_are_not_written_as_a_spec(candidates):
+    stage = TrainMany(candidates, name="objects")
+    with pytest.raises(
+        TypeError,
+        match=r"^stage 'objects' was built from estimator objects; only candidates given by "
+        r"import string .* can be written as a spec$",
+    ):
+        stage.to_spec()
+
+
+# ------------------------------------------------------------ trials table
+
+
+def test_each_trial_shows_the_settings_that_identify_its_candidate(xy, tmp_path):
+    X, y = xy
+    stage = TrainMany(
+        [
+            {"sklearn": "sklearn.linear_model.Ridge", "params": {"alpha": 0.1}},
+            {"sklearn": "sklearn.linear_model.Ridge", "params": {"alpha": 1000}},
+            {"sklearn": "sklearn.tree.DecisionTreeRegressor", "params": {"max_depth": 3}},
+        ],
+        name="mixed",
+    )
+    models = tmp_path / "models"
+    result = Pipeline(ArraySource(X, y), [stage], sink={"models": str(models)}, n_jobs=1).run(
+        progress=False
+    )
+    trials = result.trials["mixed"]
+    columns = ["candidate", "estimator", "alpha", "max_depth", "score", "fit_seconds", "best"]
+    assert [list(t) for t in trials] == [columns] * 3
+    # Each row holds its candidate's value; None where its class has no such parameter.
+    assert [(t["alpha"], t["max_depth"]) for t in trials] == [(0.1, None), (1000, None), (None, 3)]
+    table = pacsv.read_csv(models / "mixed-trials.csv")
+    assert table.column_names == columns
+    assert table["max_depth"].to_pylist() == [None, None, 3]
+    assert table["alpha"].to_pylist() == [0.1, 1000, None]
+
+
+def test_a_default_value_shows_when_it_tells_candidates_apart(xy, tmp_path):
+    X, y = xy
+    stage = TrainMany(
+        "sklearn.linear_model.Ridge",
+        params={"fit_intercept": False},  # shared, but set by the user
+        grid={"alpha": [1.0, 10.0]},  # 1.0 is Ridge's default
+        name="r",
+    )
+    trials = run(X, y, stage, tmp_path, n_jobs=1).trials["r"]
+    assert [(t["alpha"], t["fit_intercept"]) for t in trials] == [(1.0, False), (10.0, False)]
+    assert "solver" not in trials[0]  # left at its default by every candidate
+
+
+def test_text_mixed_with_numbers_is_saved_as_text(xy, tmp_path):
+    X, y = xy
+    grid = {"max_features": ["sqrt", 0.5], "max_depth": [2]}
+    stage = TrainMany(DecisionTreeRegressor(random_state=0), grid=grid, name="tree")
+    models = tmp_path / "models"
+    result = Pipeline(ArraySource(X, y), [stage], sink={"models": str(models)}, n_jobs=1).run(
+        progress=False
+    )
+    assert [t["max_features"] for t in result.trials["tree"]] == ["sqrt", 0.5]
+    table = pacsv.read_csv(models / "tree-trials.csv")
+    assert table["max_features"].to_pylist() == ["sqrt", "0.5"]
+    assert table["max_depth"].to_pylist() == [2, 2]
+    assert table["random_state"].to_pylist() == [0, 0]
