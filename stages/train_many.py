@@ -15,7 +15,7 @@ Running several models side by side only pays when each uses one core. An
 estimator that parallelizes itself (``n_jobs``, OpenMP) already keeps every
 core busy, and two of them at once only contend for the cores and the memory
 bus: 8 HistGradientBoosting fits ran 1.2x slower two at a time than one after
-the other with both cores each (``../shared/PERFORMANCE.md``, W6). So
+the other with both cores each (the README's W6 benchmark). So
 ``split: auto`` gives such estimators all the cores, one model at a time, and
 runs other models side by side, one core each; ``explain`` says which and why.
 An ``n_jobs`` that the installed scikit-learn has deprecated (LogisticRegression's
@@ -50,6 +50,8 @@ from .estimators import Estimator, make_estimator, n_jobs_is_deprecated, paralle
 __all__ = ["Split", "TrainMany", "choose_split"]
 
 _SPLITS = ("auto", "models", "estimator")
+#: The keys of a candidate given as a mapping in a ``train_many`` list.
+_ENTRY_KEYS = ("sklearn", "params")
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,15 @@ def _candidates_of(value: Any, params: Mapping[str, Any], grid: Any) -> list[Bas
         for i, item in enumerate(value):
             target, own = item, dict[str, Any]()
             if isinstance(item, Mapping):
-                unknown = [k for k in item if k not in ("sklearn", "params")]
-                if unknown or "sklearn" not in item:
+                unknown = [str(k) for k in item if k not in _ENTRY_KEYS]
+                if unknown:
+                    named = ", ".join(f"{k!r}{did_you_mean(k, _ENTRY_KEYS)}" for k in unknown)
+                    raise SpecError.at(
+                        f"train_many[{i}]",
+                        f"unknown key {named}; a candidate is {{sklearn: <estimator>, "
+                        "params: {...}}",
+                    )
+                if "sklearn" not in item:
                     raise SpecError.at(
                         f"train_many[{i}]",
                         "expected {sklearn: <estimator>, params: {...}}, an import string "

@@ -137,6 +137,11 @@ def test_train_many_spec_errors():
     spec_error({**base, "score": {"kfold": 3}}, r"^stages\[0\]\.score\.kfold: unknown way")
     spec_error({**base, "split": "model"}, r"^stages\[0\]\.split: .*did you mean 'models'")
     spec_error({**base, "scoring": "r3"}, r"^stages\[0\]\.scoring: 'r3' is not a valid")
+    spec_error(
+        {"train_many": [{"sklearn": "sklearn.linear_model.Ridge", "parms": {"alpha": 2.0}}]},
+        r"^stages\[0\]\.train_many\[0\]: unknown key 'parms' \(did you mean 'params'\?\); a "
+        r"candidate is \{sklearn: <estimator>, params: \{\.\.\.\}\}$",
+    )
 
 
 def test_missing_features_are_a_spec_error_listing_the_columns(tmp_path):
