@@ -543,9 +543,9 @@ class EstimatorApply:
 
     def __call__(self, data: Any) -> Any:
         if not isinstance(data, pa.Table):
-            return self.kernel(self._checked(data))
+            return self._apply(data, None)
         X, names = feature_array(data, self.features, self.target)
-        out = self.kernel(self._checked(X, names))
+        out = self._apply(X, names)
         columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
         if columns.shape[1] != len(self.output):
             raise DataError(
@@ -561,7 +561,7 @@ class EstimatorApply:
                 table = table.append_column(name, values)
         return table
 
-    def _checked(self, X: Any, names: Sequence[str] | None = None) -> Any:
+    def _apply(self, X: Any, names: Sequence[str] | None) -> np.ndarray:
         width = np.shape(X)[1] if np.ndim(X) == 2 else None
         if self.n_features is not None and width is not None and width != self.n_features:
             raise SpecError.at(
@@ -569,10 +569,14 @@ class EstimatorApply:
                 f"{self.model} was fitted on {self.n_features} features, but its input has "
                 f"{width} columns",
             )
-        if not self.allow_nan:
-            # As a fit's rows are checked: chunkline's message, with the chunk.
-            check_finite(np.asarray(X), False, self.model, names)
-        return X
+        try:
+            return self.kernel(X)
+        except ValueError:
+            if not self.allow_nan:
+                # The model checks its input itself; a NaN is only looked for once it
+                # has refused some, to say it as a fit's check does, naming columns.
+                check_finite(np.asarray(X), False, self.model, names)
+            raise
 
 
 def default_output_names(stage: str, width: int, labels: Sequence[Any] | None) -> tuple[str, ...]:
