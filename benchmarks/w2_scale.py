@@ -141,7 +141,8 @@ def joblib_passes(in_path: Path, out_path: Path, chunk_bytes: str | None, n_jobs
     )
     n, mean, m2 = functools.reduce(merge_moments, parts)
     scale = np.sqrt(m2 / n)
-    # As StandardScaler: a constant column is centred, not divided by zero.
+    # A zero variance is centred, not divided by zero. (StandardScaler also treats
+    # a variance within rounding of zero as constant; W2's columns have none.)
     scale[scale == 0.0] = 1.0
     transform = functools.partial(standardize, mean=mean, scale=scale)
     joblib_map_rows(transform, in_path, out_path, bounds, n_jobs=n_jobs)
@@ -166,7 +167,7 @@ def run_joblib_scaler(
     n, mean, m2 = joblib_passes(in_path, out_path, chunk_bytes, n_jobs)
     scaler = StandardScaler()
     scaler.n_features_in_ = len(mean)
-    scaler.n_samples_seen_ = n
+    scaler.n_samples_seen_ = np.float64(n)  # scikit-learn's type for it
     scaler.mean_ = mean
     scaler.var_ = m2 / n
     scaler.scale_ = np.where(scaler.var_ == 0.0, 1.0, np.sqrt(scaler.var_))

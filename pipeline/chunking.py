@@ -108,13 +108,13 @@ def format_bytes(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def counted(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is 1.
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun``, in the ``plural`` (default: ``noun`` + "s") unless ``n`` is 1.
 
-    >>> counted(1, "chunk"), counted(3, "chunk")
-    ('1 chunk', '3 chunks')
+    >>> counted(1, "chunk"), counted(3, "chunk"), counted(2, "pass", "passes")
+    ('1 chunk', '3 chunks', '2 passes')
     """
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -108,7 +108,7 @@ def _command(args: argparse.Namespace) -> int:
         plan = pipeline.plan()
         print(
             f"ok: {args.spec} is valid ({counted(len(pipeline.stages), 'stage')}, "
-            f"{counted(len(plan.passes), 'pass')})"
+            f"{counted(len(plan.passes), 'pass', 'passes')})"
         )
         print(plan.schemas())
         return EXIT_OK

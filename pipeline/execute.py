@@ -12,6 +12,7 @@ failure or Ctrl-C removes them and leaves the final paths untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import itertools
 import os
@@ -424,6 +425,10 @@ class _Run:
         """Keep a fitted model: for later passes, for the result and the sink's folder."""
         stage = p.fit
         assert stage is not None
+        # The fit is the pass's last stage: it saw the meta before it.
+        seen = (p.input_meta, *p.stage_metas)[len(p.stages) - 1]
+        if isinstance(seen, TableMeta):
+            fitted = dataclasses.replace(fitted, columns=tuple(seen.schema.names))
         path = model_file(fitted.model, self.workspace.path(f"model-{p.index}.joblib"))
         self.models[stage.name] = applied_model(stage, fitted.model, path)
         self.result.models[stage.name] = fitted.model

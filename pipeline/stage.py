@@ -505,11 +505,16 @@ class FitSchedule:
 
 @dataclass(frozen=True, kw_only=True)
 class Fitted:
-    """What a fit produced: the model, and for model searches, one row per candidate."""
+    """What a fit produced: the model, and for model searches, one row per candidate.
+
+    ``columns``: the columns of the table the fit learnt from, set by the
+    engine (``None`` for arrays), for the saved model's description.
+    """
 
     model: Any
     trials: tuple[dict[str, Any], ...] | None = None
     detail: str = ""
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,8 @@ def n_jobs_is_deprecated(estimator: Any) -> bool:
     if isinstance(default, str) and default == "deprecated":
         return True
     for klass in type(estimator).__mro__:
-        entry = _N_JOBS_ENTRY.search(inspect.cleandoc(klass.__doc__ or ""))
+        # cleandoc drops the last newline, which the entry pattern needs.
+        entry = _N_JOBS_ENTRY.search(inspect.cleandoc(klass.__doc__ or "") + "\n")
         if entry:
             return ".. deprecated::" in entry.group(0)
     return False
@@ -604,13 +605,11 @@ class Estimator(Fit):
             width = int(n_features or 0)
         labels = getattr(model, "classes_", None) if method != "transform" else None
         output = self.output or default_output_names(self.name, width, labels)
-        try:
-            allow_nan = bool(get_tags(model).input_tags.allow_nan)
-        except Exception:  # not a scikit-learn estimator: it checks its own input
-            allow_nan = True
+        tags = _tags_of(model)
+        allow_nan = True if tags is None else bool(tags.input_tags.allow_nan)
         return EstimatorApply(
             kernel,
-            self._features_applied(),
+            self._features_applied(model),
             self.target,
             tuple(output),
             n_features,
@@ -618,13 +617,15 @@ class Estimator(Fit):
             allow_nan=allow_nan,
         )
 
-    def _features_applied(self) -> tuple[str, ...] | None:
-        """The columns a model is applied to; for a saved one, those it was fitted on.
+    def _features_applied(self, model: Any) -> tuple[str, ...] | None:
+        """The columns ``model`` is applied to; for a saved one, those it was fitted on.
 
         chunkline writes ``<stage>.json`` beside a saved model (see
         :meth:`_model_card`). A model fitted on a table's columns is applied
         to the same columns in the same order: by default, and checked when
-        the stage lists ``features`` too. Without a card, the stage's own.
+        the stage lists ``features`` too. Without a card, the stage's own. A
+        card that describes another model (another class or number of
+        features) is an error, not a guess.
         """
         given = None if self.features is None else tuple(self.features)
         if not isinstance(self.model, str):
@@ -632,25 +633,35 @@ class Estimator(Fit):
         card_path = os.path.splitext(self.model)[0] + ".json"
         if not os.path.isfile(card_path):
             return given
+        where = f"stage {self.name!r}: the model card {card_path} of {self.model}"
         try:
             with open(card_path) as f:
-                saved = json.load(f).get("features")
-        except (OSError, ValueError, AttributeError) as exc:
+                card = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{where} cannot be read: {exc}") from exc
+        saved = card.get("features") if isinstance(card, dict) else None
+        if not isinstance(card, dict) or not (
+            saved is None or (isinstance(saved, list) and all(isinstance(c, str) for c in saved))
+        ):
+            raise SourceError(f"{where} is not one chunkline wrote: no list of features in it")
+        kind = f"{type(model).__module__}.{type(model).__qualname__}"
+        n_features = getattr(model, "n_features_in_", None)
+        if (card.get("estimator"), card.get("n_features_in")) != (kind, n_features):
             raise SourceError(
-                f"stage {self.name!r}: cannot read the model card {card_path} "
-                f"of {self.model}: {exc}"
-            ) from exc
+                f"{where} describes a {card.get('estimator')} fitted on "
+                f"{card.get('n_features_in')} features, not this {kind} fitted on {n_features}: "
+                "save a model with its card (sink.models), or remove the card"
+            )
         if saved is None:
             return given
-        saved = tuple(saved)
-        if given is not None and given != saved:
+        if given is not None and given != tuple(saved):
             raise SpecError.at(
                 f"stage {self.name!r}.features",
-                f"model {self.model} was fitted on the columns {list(saved)} (see "
+                f"model {self.model} was fitted on the columns {saved} (see "
                 f"{card_path}), in that order, but the stage gives {list(given)}: leave "
                 "features out to use the saved ones",
             )
-        return saved
+        return tuple(saved)
 
     def save_model(
         self, fitted: Fitted, folder: str | os.PathLike[str]
@@ -692,7 +703,7 @@ class Estimator(Fit):
             "params": params,
             "fit": self.strategy,
             "apply": self.method,
-            "features": list(self.features) if self.features is not None else None,
+            "features": self._features_seen(fitted),
             "target": self.target,
             "n_features_in": getattr(model, "n_features_in_", None),
             "classes": getattr(model, "classes_", None),
@@ -701,6 +712,14 @@ class Estimator(Fit):
         if fitted.detail:
             card["detail"] = fitted.detail
         return to_jsonable(card)
+
+    def _features_seen(self, fitted: Fitted) -> list[str] | None:
+        """The columns of a table the model learnt from, in order; ``None`` for arrays."""
+        if self.features is not None:
+            return list(self.features)
+        if fitted.columns is None:
+            return None
+        return [c for c in fitted.columns if c != self.target]
 
     def describe_fit(self, parallel: ParallelSettings) -> str:
         kind = type(self.unfitted).__name__
@@ -763,8 +782,17 @@ def _is_plain(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, list, tuple))
 
 
+def _tags_of(model: Any) -> Any:
+    """scikit-learn's tags of ``model``, or ``None`` if it is no scikit-learn estimator."""
+    try:
+        return get_tags(model)
+    except Exception:  # an object without __sklearn_tags__: it checks its own input
+        return None
+
+
 def _default_method(estimator: Any) -> str:
-    kind = get_tags(estimator).estimator_type
+    tags = _tags_of(estimator)
+    kind = None if tags is None else tags.estimator_type
     if kind in ("classifier", "regressor", "clusterer", "outlier_detector"):
         return "predict"
     return "transform" if hasattr(estimator, "transform") else "predict"

@@ -548,9 +548,10 @@ class EstimatorApply:
         out = self._apply(X, names)
         columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
         if columns.shape[1] != len(self.output):
-            raise DataError(
+            raise SpecError.at(
+                "output",
                 f"the model gives {columns.shape[1]} value(s) per row, but output names "
-                f"{len(self.output)} column(s): {list(self.output)}"
+                f"{len(self.output)} column(s): {list(self.output)}",
             )
         table = data
         for j, name in enumerate(self.output):

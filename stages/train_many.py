@@ -497,7 +497,7 @@ def _csv_column(values: list[Any]) -> pa.Array:
     """
     try:
         column = pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except Exception:  # Arrow's errors, and NumPy's or Python's (2**64, datetimes, complex)
         column = None
     if column is not None and (
         pa.types.is_null(column.type)

@@ -247,6 +247,18 @@ def test_validate_a_good_spec(project: Path) -> None:
     assert list((project / "ws").iterdir()) == []
 
 
+def test_validate_counts_the_stages_and_passes_of_a_fit(project: Path) -> None:
+    spec = (
+        "source: {npy: data/x.npy}\nstages:\n"
+        "  - name: scale\n    sklearn: sklearn.preprocessing.MaxAbsScaler\n"
+        "  - name: stats\n    reduce: moments\n"
+    )
+    write_spec(project, "fit.yaml", spec)
+    result = chunkline(project, "validate", "fit.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: fit.yaml is valid (2 stages, 2 passes)"), result.stdout
+
+
 def test_validate_a_spec_error_exits_2_and_names_the_field(project: Path) -> None:
     name = write_spec(
         project,

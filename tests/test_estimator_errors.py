@@ -10,6 +10,7 @@ Either way the sink's final paths, model files included, are untouched.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -261,6 +262,65 @@ def test_a_saved_model_sees_the_columns_it_was_fitted_on(tmp_path, rng):
         ).plan()
 
 
+def test_a_model_fitted_on_every_column_records_them(tmp_path, rng):
+    path, table, _ = table_model(tmp_path, rng)
+    pq.write_table(table.drop_columns(["cat"]), path)
+    fit = Estimator("sklearn.linear_model.LogisticRegression", target="label", name="all")
+    Pipeline({"parquet": str(path)}, [fit], sink={"models": str(tmp_path / "m")}).run(
+        progress=False
+    )
+    card = json.loads((tmp_path / "m" / "all.json").read_text())
+    assert card["features"] == ["f0", "f1", "f2", "f3"]
+    # The same columns stored in another order: applied by name, not by position.
+    pq.write_table(table.select(["label", "f3", "f2", "f1", "f0"]), path)
+    out = Pipeline(
+        {"parquet": str(path)},
+        [Estimator(model=str(tmp_path / "m" / "all.joblib"), apply="predict_proba", name="p")],
+    ).run(progress=False)
+    model = joblib.load(tmp_path / "m" / "all.joblib")
+    X = np.column_stack([table.column(f"f{j}").to_numpy() for j in range(4)])
+    np.testing.assert_array_equal(out.output.column("p_1").to_numpy(), model.predict_proba(X)[:, 1])
+
+
+@pytest.mark.parametrize(
+    ("card", "match"),
+    [
+        pytest.param(
+            {"estimator": "sklearn.linear_model._ridge.Ridge", "n_features_in": 4},
+            r"describes a sklearn\.linear_model\._ridge\.Ridge fitted on 4 features, not this "
+            r"sklearn\.linear_model\._logistic\.LogisticRegression fitted on 4: save a model "
+            r"with its card \(sink\.models\), or remove the card$",
+            id="another-model",
+        ),
+        pytest.param(
+            {"features": "f0"}, r"is not one chunkline wrote: no list of features", id="not-a-list"
+        ),
+        pytest.param([1, 2], r"is not one chunkline wrote", id="not-a-mapping"),
+    ],
+)
+def test_a_model_card_that_does_not_fit_the_model(tmp_path, rng, card, match):
+    path, _, _ = table_model(tmp_path, rng)
+    (tmp_path / "m" / "clf.json").write_text(json.dumps(card))
+    with pytest.raises(
+        SourceError, match=r"^stage 'clf': the model card .*clf\.json of .* " + match
+    ):
+        Pipeline(
+            {"parquet": str(path)},
+            [Estimator(model=str(tmp_path / "m" / "clf.joblib"), name="clf")],
+        ).plan()
+
+
+def test_output_names_that_do_not_fit_the_model(tmp_path, rng):
+    path, _, _ = table_model(tmp_path, rng)
+    stage = Estimator(model=str(tmp_path / "m" / "clf.joblib"), output=["a", "b"], name="clf")
+    with pytest.raises(
+        SpecError,
+        match=r"^stage 'clf'\.output: the model gives 1 value\(s\) per row, but output names "
+        r"2 column\(s\): \['a', 'b'\]$",
+    ):
+        Pipeline({"parquet": str(path)}, [stage]).plan()
+
+
 def test_a_saved_model_refuses_nans_as_its_fit_did(tmp_path, rng):
     path, table, _ = table_model(tmp_path, rng)
     f2 = table.column("f2").to_numpy().copy()
@@ -287,10 +347,11 @@ def test_a_model_file_that_is_not_a_model(tmp_path, rng):
         Pipeline(X, [Estimator(model=str(card), name="m")]).plan()
     other = tmp_path / "d.joblib"
     joblib.dump({"a": 1}, other)
-    with pytest.raises(
-        SpecError, match=rf"^stage 'm'\.apply: {other} holds a dict, which has no predict$"
-    ):
-        Pipeline(X, [Estimator(model=str(other), apply="predict", name="m")]).plan()
+    for apply in ("predict", None):  # given, or the default for what the file holds
+        with pytest.raises(
+            SpecError, match=rf"^stage 'm'\.apply: {other} holds a dict, which has no predict$"
+        ):
+            Pipeline(X, [Estimator(model=str(other), apply=apply, name="m")]).plan()
 
 
 # ---------------------------------------------------------------- bad data, failing fits

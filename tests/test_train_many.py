@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 import sklearn
@@ -400,3 +401,16 @@ def test_text_mixed_with_numbers_is_saved_as_text(xy, tmp_path):
     assert table["max_features"].to_pylist() == ["sqrt", "0.5"]
     assert table["max_depth"].to_pylist() == [2, 2]
     assert table["random_state"].to_pylist() == [0, 0]
+
+
+def test_numbers_arrow_cannot_hold_are_saved_as_text(xy, tmp_path):
+    # 2**64 overflows Arrow's int64 with a Python OverflowError, not an Arrow error.
+    X, y = xy
+    stage = TrainMany(Ridge(), grid={"max_iter": [10, 2**64]}, name="r")
+    models = tmp_path / "models"
+    Pipeline(ArraySource(X, y), [stage], sink={"models": str(models)}, n_jobs=1).run(progress=False)
+    table = pacsv.read_csv(
+        models / "r-trials.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"max_iter": pa.string()}),
+    )
+    assert table["max_iter"].to_pylist() == ["10", str(2**64)]
