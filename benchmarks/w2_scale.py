@@ -17,6 +17,9 @@ joblib-scaler
            the same two passes, plus a fitted StandardScaler made from the
            merged moments: what chunkline gives, so it pays the same
            scikit-learn import
+joblib-scaler-overlap
+           the same, importing scikit-learn while the workers run the
+           first pass
 joblib-sklearn
            what a user writes for a fitted StandardScaler: ``partial_fit`` on
            each memmapped chunk in the parent, then loky workers write
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,18 +131,29 @@ def standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
     return (x - mean) / scale
 
 
-def joblib_passes(in_path: Path, out_path: Path, chunk_bytes: str | None, n_jobs: int) -> Moments:
+def joblib_passes(
+    in_path: Path,
+    out_path: Path,
+    chunk_bytes: str | None,
+    n_jobs: int,
+    during_first_pass: Callable[[], object] | None = None,
+) -> Moments:
     """Hand-written two-pass joblib: moments merged in the parent, then a shared output memmap.
 
-    Returns the merged moments (count, mean, sum of squared deviations).
+    ``during_first_pass`` runs in the parent while the workers compute the
+    moments. Returns the merged moments (count, mean, sum of squared deviations).
     """
     from joblib import Parallel, delayed
 
     x = np.load(in_path, mmap_mode="r")
     bounds = chunk_bounds(len(x), chunk_bytes or DEFAULT_CHUNK_BYTES, x[0].nbytes)
-    parts = Parallel(n_jobs=n_jobs, backend="loky")(
-        delayed(chunk_moments)(str(in_path), start, stop) for start, stop in bounds
-    )
+    parts = Parallel(
+        n_jobs=n_jobs,
+        backend="loky",
+        return_as="list" if during_first_pass is None else "generator",
+    )(delayed(chunk_moments)(str(in_path), start, stop) for start, stop in bounds)
+    if during_first_pass is not None:
+        during_first_pass()
     n, mean, m2 = functools.reduce(merge_moments, parts)
     scale = np.sqrt(m2 / n)
     # A zero variance is centred, not divided by zero. (StandardScaler also treats
@@ -155,17 +170,26 @@ def run_joblib(in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs
 
 
 def run_joblib_scaler(
-    in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int
+    in_path: Path, out_path: Path, *, chunk_bytes: str | None, n_jobs: int, overlap: bool
 ) -> None:
     """The NumPy-only script, made to give what chunkline gives: a fitted StandardScaler.
 
     Its attributes are set from the merged moments, as a user would who
-    wants the model without scikit-learn's serial ``partial_fit``.
+    wants the model without scikit-learn's serial ``partial_fit``. With
+    ``overlap``, scikit-learn is imported while the workers run the first
+    pass, rather than first.
     """
-    from sklearn.preprocessing import StandardScaler
 
-    n, mean, m2 = joblib_passes(in_path, out_path, chunk_bytes, n_jobs)
-    scaler = StandardScaler()
+    def import_scaler() -> type:
+        from sklearn.preprocessing import StandardScaler
+
+        return StandardScaler
+
+    if not overlap:
+        import_scaler()
+    during = import_scaler if overlap else None
+    n, mean, m2 = joblib_passes(in_path, out_path, chunk_bytes, n_jobs, during)
+    scaler = import_scaler()()
     scaler.n_features_in_ = len(mean)
     scaler.n_samples_seen_ = np.float64(n)  # scikit-learn's type for it
     scaler.mean_ = mean
@@ -207,7 +231,8 @@ def run_chunkline(
 IMPLEMENTATIONS: dict[str, BytesRunner] = {
     "sklearn": run_sklearn,
     "joblib": run_joblib,
-    "joblib-scaler": run_joblib_scaler,
+    "joblib-scaler": functools.partial(run_joblib_scaler, overlap=False),
+    "joblib-scaler-overlap": functools.partial(run_joblib_scaler, overlap=True),
     "joblib-sklearn": run_joblib_sklearn,
     "chunkline-1": functools.partial(run_chunkline, workers=1),
     "chunkline-2": functools.partial(run_chunkline, workers=2),
