@@ -193,7 +193,19 @@ class Plan:
             lines.append(f"  estimated peak memory: {format_bytes(p.peak_bytes)}")
             if p.fit is not None:
                 lines.append(f"  then fit {p.fit.describe_fit(p.parallel)}")
+                memory = self._describe_fit_memory(p)
+                if memory:
+                    lines.append(f"  fit memory in the parent: {memory}")
         return "\n".join(lines)
+
+    @staticmethod
+    def _describe_fit_memory(p: PassPlan) -> str:
+        assert p.fit is not None
+        # The rows the fit learns from: what its feed stage, last in the pass, hands on.
+        seen = next((m for m in (*p.stage_metas[::-1], p.input_meta) if m is not None), None)
+        if seen is None:
+            return ""
+        return p.fit.describe_parent_memory(p.n_rows, seen.row_nbytes, p.chunk_rows)
 
     def _describe_chunks(self, p: PassPlan) -> str:
         if p.input_meta is None:

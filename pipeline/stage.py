@@ -622,3 +622,12 @@ class Fit(Stage):
         ``parallel`` is how the fit's pass runs (a fit may parallelize by it).
         """
         return f"{self.name}: fit {getattr(self.schedule(), 'strategy', 'none')}"
+
+    def describe_parent_memory(self, n_rows: int | None, row_nbytes: int, chunk_rows: int) -> str:
+        """For ``explain``: what the fit holds in the parent process, or "" if nothing to say.
+
+        ``n_rows`` training rows (``None``: not known before the run) of
+        about ``row_nbytes`` each, in chunks of ``chunk_rows``. The pass's
+        estimated peak memory counts the workers, not this.
+        """
+        return ""

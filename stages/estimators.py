@@ -46,7 +46,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils import get_tags
 
-from pipeline.chunking import counted
+from pipeline.chunking import counted, format_bytes
 from pipeline.errors import SourceError, SpecError, SpecIssue
 from pipeline.fitting import TrainingChunk
 from pipeline.parallel import ParallelSettings
@@ -720,6 +720,21 @@ class Estimator(Fit):
         if fitted.columns is None:
             return None
         return [c for c in fitted.columns if c != self.target]
+
+    def describe_parent_memory(self, n_rows: int | None, row_nbytes: int, chunk_rows: int) -> str:
+        kind = type(self.unfitted).__name__
+        if self.strategy == "merge":
+            return "per-chunk statistics only (a few values per feature)"
+        if self.strategy == "partial_fit":
+            return f"one chunk of rows at a time, about {format_bytes(chunk_rows * row_nbytes)}"
+        if self.strategy == "sample":
+            rows = self.sample_rows if n_rows is None else min(self.sample_rows, n_rows)
+            return f"the sample, about {format_bytes(rows * row_nbytes)}"
+        size = "" if n_rows is None else f" ({format_bytes(n_rows * row_nbytes)})"
+        return (
+            f"every row{size}, memory-mapped from the workspace: read, not copied, unless "
+            f"{kind} converts or copies its input"
+        )
 
     def describe_fit(self, parallel: ParallelSettings) -> str:
         kind = type(self.unfitted).__name__

@@ -648,3 +648,32 @@ def test_a_stage_backend_overrides_the_threads_default_of_its_passes(rng, tmp_pa
     assert [p.parallel.backend_name for p in default.passes] == ["threading", "threading"]
     result = run(ArraySource(X, y), [stage], tmp_path, chunks=70)
     np.testing.assert_array_equal(result.output, result.models["nb"].predict(X))
+
+
+@pytest.mark.parametrize(
+    ("stage", "memory"),
+    [
+        (
+            Estimator("sklearn.preprocessing.StandardScaler"),
+            "per-chunk statistics only (a few values per feature)",
+        ),
+        # 40 rows x 5 float64 = 1600 B per chunk.
+        (
+            Estimator("sklearn.linear_model.SGDRegressor"),
+            "one chunk of rows at a time, about 1.6 KiB",
+        ),
+        (
+            Estimator("sklearn.linear_model.Ridge", fit="sample", sample_rows=100),
+            "the sample, about 3.9 KiB",  # 100 x 40 B
+        ),
+        (
+            Estimator("sklearn.linear_model.Ridge", fit="full"),
+            "every row (9.4 KiB), memory-mapped from the workspace: read, not copied, unless "
+            "Ridge converts or copies its input",
+        ),
+    ],
+)
+def test_explain_says_what_a_fit_holds_in_the_parent(rng, stage, memory):
+    X, y = make_xy(rng)
+    explained = Pipeline(ArraySource(X, y.astype(float)), [stage], chunks=40).explain()
+    assert f"  fit memory in the parent: {memory}\n" in explained + "\n", explained
