@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import itertools
 import os
@@ -32,6 +33,7 @@ from .chunking import Chunk, plan_chunks
 from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
 from .fitting import Applied, Feed, FitRun, TrainingRows, model_file
+from .parallel import ThreadTasks
 from .parquet import ParquetOptions, ParquetTarget
 from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass
 from .probe import sample_of
@@ -270,9 +272,17 @@ def _run_pass(
             progress_bar(len(chunks), total_bytes, f"pass {p.index + 1}", show_progress)
         )
         parallel = p.parallel.parallel(return_as="generator", batch_size=_batch_size(p))
-        for outcome in parallel(delayed(run_chunk)(task, chunk) for chunk in chunks):
-            bar.advance(outcome.rows_in, outcome.rows_in * row_nbytes)
-            yield outcome
+        # Worker processes are killed when a task fails; threads must be waited for.
+        threads = ThreadTasks() if p.parallel.uses_threads else None
+        run = run_chunk if threads is None else functools.partial(threads.call, run_chunk)
+        try:
+            for outcome in parallel(delayed(run)(task, chunk) for chunk in chunks):
+                bar.advance(outcome.rows_in, outcome.rows_in * row_nbytes)
+                yield outcome
+        except BaseException:
+            if threads is not None:
+                threads.stop()  # before the run removes the outputs they write into
+            raise
 
 
 def _empty_states(p: PassPlan, src: Input) -> list[Any]:

@@ -8,7 +8,8 @@ wins over chunkline's default of all cores (``n_jobs=-1``) on ``loky``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import joblib
 from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_limits
 
-__all__ = ["ParallelSettings", "resolve_parallel"]
+__all__ = ["ParallelSettings", "ThreadTasks", "resolve_parallel"]
 
 #: joblib's backends whose workers are threads or processes of this machine.
 _LOCAL_BACKENDS = frozenset({"loky", "threading", "multiprocessing", "sequential"})
@@ -143,3 +144,38 @@ def resolve_parallel(
         n_workers=max(1, int(effective)),
         uses_threads=bool(getattr(active, "uses_threads", False)) or backend == "threading",
     )
+
+
+class ThreadTasks:
+    """The tasks of one pass that run on threads of this process, so that a failure can
+    wait for them.
+
+    When a task fails, joblib's threading backend raises at once and leaves the
+    other running tasks to finish on their own, still writing into outputs the
+    run is about to remove (a Parquet writer even recreates a removed staging
+    folder). After :meth:`stop`, no task starts, and every running one has ended.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._stopped = False
+
+    def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)``, counted while it runs; nothing once the pass has stopped."""
+        with self._changed:
+            if self._stopped:
+                return None  # the pass failed before this task started: its result is unused
+            self._running += 1
+        try:
+            return func(*args)
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    def stop(self) -> None:
+        """Start no more tasks, and wait until the running ones have ended."""
+        with self._changed:
+            self._stopped = True
+            self._changed.wait_for(lambda: self._running == 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -549,6 +550,33 @@ def test_stage_fails_on_one_row_group(
             chunks={"rows": 10},
             n_jobs=n_jobs,
         ).run()
+    untouched.check()
+
+
+def slow_unless_failing(table: pa.Table, bad_id: int) -> pa.Table:
+    """Fails at once on the chunk holding ``bad_id``; other chunks take a while."""
+    if bad_id in table["id"].to_pylist():
+        raise ValueError(f"cannot handle id {bad_id}")
+    time.sleep(0.5)
+    return table
+
+
+def test_a_failure_waits_for_the_chunks_still_running_on_threads(data: Path, target: Path) -> None:
+    # Chunk 0 is still sleeping on the other thread when chunk 1 fails. Its
+    # partitioned write would recreate the staging folder after the run had
+    # removed it, had the run not waited for it.
+    untouched = Untouched(target)
+    stage = Map(slow_unless_failing, params={"bad_id": 15}, name="slow")
+    with pytest.raises(StageError, match=r"stage 'slow' failed on chunk 1 "):
+        Pipeline(
+            {"parquet": str(data)},
+            [stage],
+            sink={"parquet": str(target), "mode": "overwrite", "partition_by": ["cat"]},
+            chunks={"rows": 10},
+            n_jobs=2,
+            backend="threading",
+        ).run(progress=False)
+    time.sleep(0.7)  # longer than the slow chunk: a write it made late would show now
     untouched.check()
 
 
