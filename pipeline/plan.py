@@ -201,7 +201,8 @@ class Plan:
     @staticmethod
     def _describe_fit_memory(p: PassPlan) -> str:
         assert p.fit is not None
-        # The rows the fit learns from: what its feed stage, last in the pass, hands on.
+        # The rows the fit learns from are what its feed stage, last in the pass,
+        # hands on; while earlier models are unfitted, the nearest shape known before.
         seen = next((m for m in (*p.stage_metas[::-1], p.input_meta) if m is not None), None)
         if seen is None:
             return ""

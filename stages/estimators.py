@@ -640,11 +640,10 @@ class Estimator(Fit):
         except (OSError, ValueError) as exc:
             raise SourceError(f"{where} cannot be read: {exc}") from exc
         saved = card.get("features") if isinstance(card, dict) else None
-        if not isinstance(card, dict) or not (
-            saved is None or (isinstance(saved, list) and all(isinstance(c, str) for c in saved))
-        ):
+        listed = isinstance(saved, list) and all(isinstance(c, str) for c in saved)
+        if not isinstance(card, dict) or not (saved is None or listed):
             raise SourceError(f"{where} is not one chunkline wrote: no list of features in it")
-        kind = f"{type(model).__module__}.{type(model).__qualname__}"
+        kind = _class_path(model)
         n_features = getattr(model, "n_features_in_", None)
         if (card.get("estimator"), card.get("n_features_in")) != (kind, n_features):
             raise SourceError(
@@ -699,7 +698,7 @@ class Estimator(Fit):
         params = {k: v for k, v in model.get_params(deep=False).items() if _is_plain(v)}
         card = {
             "stage": self.name,
-            "estimator": f"{type(model).__module__}.{type(model).__qualname__}",
+            "estimator": _class_path(model),
             "params": params,
             "fit": self.strategy,
             "apply": self.method,
@@ -795,6 +794,11 @@ _DEFAULTS: dict[str, Any] = {
 
 def _is_plain(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, list, tuple))
+
+
+def _class_path(model: Any) -> str:
+    """The import path of ``model``'s class, as a model card records it."""
+    return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
 def _tags_of(model: Any) -> Any:

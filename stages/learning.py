@@ -206,9 +206,10 @@ class FeatureRows:
         issues: list[SpecIssue] = []  # a typo in each field, reported in one go
         target = None if self.target is None else (self.target,)
         for field_name, columns in (("features", self.features), ("target", target)):
+            if columns is None:
+                continue
             try:
-                if columns is not None:
-                    check_columns(table, columns, field_name)
+                check_columns(table, columns, field_name)
             except SpecError as exc:
                 issues.extend(exc.issues)
         if issues:
