@@ -235,6 +235,16 @@ def test_partial_fit_epochs_and_shuffled_chunks(rng, tmp_path, shuffle):
     assert "SGDRegressor by partial_fit (" in explained and how in explained, explained
 
 
+def pca_over_kept_rows(X: np.ndarray, keep: np.ndarray, chunk: int) -> IncrementalPCA:
+    """The reference: IncrementalPCA(2).partial_fit on each chunk's kept rows, in order."""
+    expected = IncrementalPCA(2)
+    for start in range(0, len(X), chunk):
+        part = X[start : start + chunk][keep[start : start + chunk]]
+        if len(part):  # a chunk the filter emptied is skipped
+            expected.partial_fit(part)
+    return expected
+
+
 def test_partial_fit_after_a_filter_sees_the_kept_rows_in_order(rng, tmp_path):
     X, y = make_xy(rng)
     X[::7, 1] = np.nan
@@ -242,10 +252,7 @@ def test_partial_fit_after_a_filter_sees_the_kept_rows_in_order(rng, tmp_path):
     stages = [Filter("finite_rows", name="finite"), Estimator(IncrementalPCA(2), name="pca")]
     result = run(ArraySource(X, y), stages, tmp_path, chunks=40, **LOKY)
     # A chunk's kept rows go to partial_fit as one batch, in chunk order.
-    expected = IncrementalPCA(2)
-    for start in range(0, N, 40):
-        part = X[start : start + 40][keep[start : start + 40]]
-        expected.partial_fit(part)
+    expected = pca_over_kept_rows(X, keep, 40)
     assert_same_params(result.models["pca"], expected, ["components_", "mean_"])
     np.testing.assert_array_equal(result.output, expected.transform(X[keep]))
     np.testing.assert_array_equal(result.y, y[keep])
@@ -553,11 +560,7 @@ def test_partial_fit_after_a_filter_that_empties_a_chunk(rng, tmp_path):
     keep = np.isfinite(X).all(axis=1)
     stages = [Filter("finite_rows", name="finite"), Estimator(IncrementalPCA(2), name="pca")]
     result = run(ArraySource(X, y), stages, tmp_path, chunks=70, **THREADS)
-    expected = IncrementalPCA(2)
-    for start in range(0, N, 70):
-        part = X[start : start + 70][keep[start : start + 70]]
-        if len(part):
-            expected.partial_fit(part)
+    expected = pca_over_kept_rows(X, keep, 70)
     assert_same_params(result.models["pca"], expected, ["components_", "mean_"])
     np.testing.assert_array_equal(result.output, expected.transform(X[keep]))
 

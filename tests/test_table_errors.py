@@ -561,10 +561,12 @@ def slow_unless_failing(table: pa.Table, bad_id: int) -> pa.Table:
     return table
 
 
-def test_a_failure_waits_for_the_chunks_still_running_on_threads(data: Path, target: Path) -> None:
-    # Chunk 0 is still sleeping on the other thread when chunk 1 fails. Its
+@pytest.mark.parametrize("backend", ["threading", "loky"])
+def test_a_failure_leaves_no_late_write_behind(data: Path, target: Path, backend: str) -> None:
+    # Chunk 0 is still sleeping on the other worker when chunk 1 fails. Its
     # partitioned write would recreate the staging folder after the run had
-    # removed it, had the run not waited for it.
+    # removed it, had the run not waited for the thread (or had joblib not
+    # killed the worker process).
     untouched = Untouched(target)
     stage = Map(slow_unless_failing, params={"bad_id": 15}, name="slow")
     with pytest.raises(StageError, match=r"stage 'slow' failed on chunk 1 "):
@@ -574,7 +576,7 @@ def test_a_failure_waits_for_the_chunks_still_running_on_threads(data: Path, tar
             sink={"parquet": str(target), "mode": "overwrite", "partition_by": ["cat"]},
             chunks={"rows": 10},
             n_jobs=2,
-            backend="threading",
+            backend=backend,
         ).run(progress=False)
     time.sleep(0.7)  # longer than the slow chunk: a write it made late would show now
     untouched.check()
