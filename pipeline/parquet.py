@@ -7,6 +7,12 @@ chunk succeeded are the parts moved into place and a ``_SUCCESS`` marker
 written; a failed or interrupted run removes the temporary folder and leaves
 the target exactly as it was.
 
+A task can outlive its run: dask cannot stop a task that has started, and a
+partitioned write creates the folders it needs, the temporary one included.
+So the temporary folder holds a marker while the run is open, which the run
+removes first when it gives up; a task that finds the marker gone once it has
+written removes the folder itself.
+
 Modes: ``error`` (the target must not exist or be empty), ``overwrite`` (the
 old contents are replaced: renamed aside, then deleted once the new ones are
 in place) and ``append`` (new parts are added beside the old ones, under names
@@ -36,6 +42,8 @@ MODES = ("error", "overwrite", "append")
 #: Compression codecs the Parquet format supports.
 CODECS = ("snappy", "zstd", "lz4", "gzip", "brotli", "none")
 SUCCESS_MARKER = "_SUCCESS"
+#: In the staging folder while its run may still commit it (see the module).
+OPEN_MARKER = ".chunkline-open"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,11 +112,16 @@ class ParquetOptions:
 def write_table_part(
     folder: str, chunk: int, block: int, table: pa.Table, options: ParquetOptions
 ) -> None:
-    """Write one block of a chunk's output as part file(s) under ``folder`` (in a worker)."""
+    """Write one block of a chunk's output as part file(s) under ``folder`` (in a worker).
+
+    A partitioned write that ends after its run has given up removes the
+    folder it may have recreated (see the module).
+    """
     if table.num_rows == 0:
         return
     basename = f"part-{chunk:05d}-{block:04d}"
     if not options.partition_by:
+        # Into ``folder`` only: a late write fails rather than recreate it.
         pq.write_table(
             table,
             os.path.join(folder, f"{basename}.parquet"),
@@ -120,18 +133,22 @@ def write_table_part(
     import pyarrow.dataset as ds  # imports pandas (~0.4 s): only where tables are written
 
     file_options = ds.ParquetFileFormat().make_write_options(**options.write_options(data_schema))
-    ds.write_dataset(
-        table,
-        folder,
-        format="parquet",
-        partitioning=list(options.partition_by),
-        partitioning_flavor="hive",
-        basename_template=f"{basename}-{{i}}.parquet",
-        existing_data_behavior="overwrite_or_ignore",
-        file_options=file_options,
-        max_rows_per_group=options.row_group_size or 1024 * 1024,
-        use_threads=False,
-    )
+    try:
+        ds.write_dataset(
+            table,
+            folder,
+            format="parquet",
+            partitioning=list(options.partition_by),
+            partitioning_flavor="hive",
+            basename_template=f"{basename}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            file_options=file_options,
+            max_rows_per_group=options.row_group_size or 1024 * 1024,
+            use_threads=False,
+        )
+    finally:
+        if not os.path.exists(os.path.join(folder, OPEN_MARKER)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class ParquetTarget:
@@ -160,12 +177,15 @@ class ParquetTarget:
         self.check()
         try:
             self.staging.mkdir(parents=True)
+            (self.staging / OPEN_MARKER).touch()
         except OSError as exc:
             raise SinkError(f"cannot create a folder beside {self.path}: {exc}") from exc
         return str(self.staging)
 
     def abort(self) -> None:
         """Forget the run: the target is left as it was."""
+        # The marker goes first: a task still writing then cleans up after itself.
+        (self.staging / OPEN_MARKER).unlink(missing_ok=True)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def commit(self, schema: pa.Schema) -> None:
@@ -174,6 +194,7 @@ class ParquetTarget:
         ``schema`` is the output's, for a single file when no row was written.
         """
         try:
+            (self.staging / OPEN_MARKER).unlink()
             if self.options.single_file:
                 self._commit_single_file(schema)
             elif self.options.mode == "append" and self.path.exists():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,3 +26,25 @@ def save_npy(tmp_path: Path) -> Callable[[str, np.ndarray], str]:
         return str(path)
 
     return save
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real dask.distributed cluster: two worker processes on loopback, one thread each."""
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    scratch = str(tmp_path_factory.mktemp("dask"))
+    # Not /tmp/dask-scratch-space: the workers' folders and the locks beside them.
+    with (
+        dask.config.set({"temporary-directory": scratch}),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            local_directory=scratch,
+        ) as cluster,
+    ):
+        yield cluster
+    assert cluster.status.name == "closed"

@@ -7,7 +7,6 @@ write the output files themselves, like loky workers (same machine, same files).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 from pipeline import Filter, Map, Pipeline, Reduce, RunResult
 
 distributed = pytest.importorskip("distributed")
-dask = pytest.importorskip("dask")
 
 STAGES = [
     Filter("finite_rows"),
@@ -29,25 +27,6 @@ STAGES = [
     Map("rolling_mean", params={"window": 3}),
     Reduce("sum"),
 ]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    scratch = str(tmp_path_factory.mktemp("dask"))
-    # Not /tmp/dask-scratch-space: the workers' folders and the locks beside them.
-    with (
-        dask.config.set({"temporary-directory": scratch}),
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            local_directory=scratch,
-        ) as cluster,
-    ):
-        yield cluster
-    assert cluster.status.name == "closed"
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ ran), 1 for bad data or a failed run.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -561,24 +562,32 @@ def slow_unless_failing(table: pa.Table, bad_id: int) -> pa.Table:
     return table
 
 
-@pytest.mark.parametrize("backend", ["threading", "loky"])
-def test_a_failure_leaves_no_late_write_behind(data: Path, target: Path, backend: str) -> None:
+@pytest.mark.parametrize("backend", ["threading", "loky", "dask"])
+def test_a_failure_leaves_no_late_write_behind(
+    data: Path, target: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     # Chunk 0 is still sleeping on the other worker when chunk 1 fails. Its
     # partitioned write would recreate the staging folder after the run had
-    # removed it, had the run not waited for the thread (or had joblib not
-    # killed the worker process).
+    # removed it, had the run not waited for the thread (threading), had joblib
+    # not killed the worker process (loky), or had the late task not found the
+    # run aborted and removed what it wrote (dask, whose tasks cannot be stopped).
     untouched = Untouched(target)
     stage = Map(slow_unless_failing, params={"bad_id": 15}, name="slow")
-    with pytest.raises(StageError, match=r"stage 'slow' failed on chunk 1 "):
-        Pipeline(
-            {"parquet": str(data)},
-            [stage],
-            sink={"parquet": str(target), "mode": "overwrite", "partition_by": ["cat"]},
-            chunks={"rows": 10},
-            n_jobs=2,
-            backend=backend,
-        ).run(progress=False)
-    time.sleep(0.7)  # longer than the slow chunk: a write it made late would show now
+    pipe = Pipeline(
+        {"parquet": str(data)},
+        [stage],
+        sink={"parquet": str(target), "mode": "overwrite", "partition_by": ["cat"]},
+        chunks={"rows": 10},
+        n_jobs=2,
+        backend=backend,
+    )
+    with contextlib.ExitStack() as stack:
+        if backend == "dask":
+            distributed = pytest.importorskip("distributed")
+            stack.enter_context(distributed.Client(request.getfixturevalue("cluster")))
+        with pytest.raises(StageError, match=r"stage 'slow' failed on chunk 1 "):
+            pipe.run(progress=False)
+        time.sleep(1.0)  # longer than the slow chunk: a write it made late would show now
     untouched.check()
 
 

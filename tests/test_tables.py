@@ -656,6 +656,8 @@ def test_partitioned_parquet_sink(
     assert (out / "_SUCCESS").is_file()
     present = sorted(set(expected["cat"].to_pylist()))
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"cat={c}" for c in present]
+    # Only the data, the folders and _SUCCESS: no marker of the run's staging folder.
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["_SUCCESS"]
     for part in part_files(out):
         # Partition values live in folder names, not in the files.
         assert pq.read_schema(part).names == ["id", "a", "twice"]
