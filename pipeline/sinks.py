@@ -224,15 +224,27 @@ def assemble_parts(
     """Concatenate part files into a new ``.npy`` ``target``, in the order of ``counts``.
 
     ``counts`` lists ``(chunk, block, rows)`` for every block, in row order.
+    Text (labels from a table's column) is as wide as each chunk's longest
+    value: the output takes the widest part's width.
     """
+    parts = [
+        read_npy_ref(os.path.join(folder, _part_name(chunk, block)), what="part")
+        for chunk, block, count in counts
+        if count
+    ]
+    if np.dtype(dtype).kind in "SU":
+        widths = [np.dtype(dtype), *(np.dtype(p.dtype) for p in parts)]
+        dtype = max(widths, key=lambda d: d.itemsize)
     out = allocate_npy(target, dtype, (sum(rows for _, _, rows in counts), *tail))
     position = out.offset
     with open(target, "r+b") as dst:
-        for chunk, block, count in counts:
-            if count == 0:
+        for part in parts:
+            if np.dtype(part.dtype) != out.dtype:  # narrower text: widened by NumPy
+                rows = part.open()
+                os.pwrite(dst.fileno(), rows.astype(out.dtype).tobytes(), position)
+                position += rows.shape[0] * out.row_nbytes
                 continue
-            part = read_npy_ref(os.path.join(folder, _part_name(chunk, block)), what="part")
-            length = count * out.row_nbytes
+            length = part.n_rows * out.row_nbytes
             with open(part.path, "rb") as src:
                 _copy_range(src.fileno(), dst.fileno(), part.offset, position, length)
             position += length

@@ -43,6 +43,7 @@ from pipeline.sources import ArraySource
 from pipeline.stage import FIT_STRATEGIES, FitSchedule, check_parallel_settings
 
 from .estimators import Estimator
+from .learning import native_labels
 from .sklearn_merge import check_params, has_merge, merger_for
 
 __all__ = ["ChunkedEstimator"]
@@ -69,31 +70,6 @@ def _inner_has(method: str) -> Callable[[ChunkedEstimator], bool]:
         return hasattr(inner, method)
 
     return check
-
-
-def _without_objects(y: np.ndarray) -> np.ndarray:
-    """``y`` with a native dtype: object arrays cannot be memory-mapped for the workers.
-
-    Labels given as Python objects (``np.array(["a", "b"], dtype=object)``)
-    become the equivalent NumPy strings or numbers; a mix of strings and
-    numbers is refused, as scikit-learn refuses it.
-    """
-    if y.dtype != object:
-        return y
-    values = y.ravel().tolist()
-    converted = np.asarray(values).reshape(y.shape)
-    text = [isinstance(v, str) for v in values]
-    if any(text) and not all(text):
-        raise ValueError(
-            "Mix of label input types (string and number) in y: "
-            f"{sorted({type(v).__name__ for v in values})}"
-        )
-    if converted.dtype.hasobject:
-        raise TypeError(
-            "y holds Python objects that have no NumPy dtype (strings or numbers are "
-            "needed); chunkline shares y with its workers as a memory-mapped array"
-        )
-    return converted
 
 
 def _invalid(who: str, issues: list[SpecIssue]) -> ValueError:
@@ -494,7 +470,7 @@ class ChunkedEstimator(MetaEstimatorMixin, BaseEstimator):
             # validate_data raises "requires y to be passed" for a supervised estimator.
             X = validate_data(self, X, y=None, reset=reset, ensure_all_finite=finite)
             if y is not None:  # an unsupervised estimator: y is passed on as given
-                y = _without_objects(np.asarray(y))
+                y = native_labels(np.asarray(y))
                 check_consistent_length(X, y)
         else:
             X, y = validate_data(
@@ -509,5 +485,5 @@ class ChunkedEstimator(MetaEstimatorMixin, BaseEstimator):
             if is_classifier(self):
                 # Here, not in a worker, so the message is scikit-learn's own.
                 check_classification_targets(y)
-            y = _without_objects(np.asarray(y))
+            y = native_labels(np.asarray(y))
         return np.asarray(X), y

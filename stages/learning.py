@@ -47,12 +47,41 @@ __all__ = [
     "load_model",
     "merge_column_moments",
     "merge_ranges",
+    "native_labels",
 ]
 
 _FLOATS = (np.float64, np.float32, np.float16)
 
 
 # ---------------------------------------------------------------- checking rows
+
+
+def native_labels(y: np.ndarray, what: str = "y") -> np.ndarray:
+    """``y`` with a native dtype: object arrays cannot be memory-mapped for the workers.
+
+    Labels given as Python objects (``np.array(["a", "b"], dtype=object)``, or
+    a table's text column) become the equivalent NumPy strings or numbers; a
+    mix of strings and numbers is refused, as scikit-learn refuses it.
+
+    >>> native_labels(np.array(["yes", "no"], dtype=object)).dtype
+    dtype('<U3')
+    """
+    if y.dtype != object:
+        return y
+    values = y.ravel().tolist()
+    converted = np.asarray(values).reshape(y.shape)
+    text = [isinstance(v, str) for v in values]
+    if any(text) and not all(text):
+        raise ValueError(
+            f"Mix of label input types (string and number) in {what}: "
+            f"{sorted({type(v).__name__ for v in values})}"
+        )
+    if converted.dtype.hasobject:
+        raise TypeError(
+            f"{what} holds Python objects that have no NumPy dtype (strings or numbers are "
+            "needed); chunkline shares labels with its workers as a memory-mapped array"
+        )
+    return converted
 
 
 def _columns_where(bad: np.ndarray, names: Sequence[str] | None) -> str:
@@ -223,7 +252,16 @@ class FeatureRows:
                 f"target column {self.target!r} has {column.null_count} null value(s); "
                 "drop those rows (a where filter) or fill them (fill_null) first"
             )
-        return X, column.to_numpy(), names
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        values = column.to_numpy()
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            # NumPy strings, also when empty (asarray([]) would be float64).
+            return X, values.astype(str), names
+        try:
+            return X, native_labels(values, f"target column {self.target!r}"), names
+        except TypeError as exc:
+            raise DataError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- per-chunk statistics

@@ -485,6 +485,32 @@ def test_table_default_features_are_every_column_but_the_target(rng, tmp_path):
     assert result.output["nb"].to_numpy().tolist() == expected.predict(X[:, :2]).tolist()
 
 
+@pytest.mark.parametrize("fit", ["partial_fit", "full"])
+def test_a_text_target_column_trains_as_scikit_learn_does(rng, tmp_path, fit):
+    # Sorted by label, chunks hold labels of different lengths ("no" only in
+    # the first): the rows written for the fit must keep every label whole.
+    X, y = make_xy(rng)
+    order = np.argsort(y, kind="stable")
+    X, labels = X[order], np.array(["no", "maybe", "definitely"])[y[order]]
+    source = {"parquet": write_table(tmp_path / "t.parquet", X, labels)}
+    features = [f"x{j}" for j in range(D)]
+    stage = Estimator(
+        SGDClassifier(random_state=0), fit=fit, features=features, target="label", name="clf"
+    )
+    result = run(source, [stage], tmp_path, chunks=60, **THREADS)
+    expected = SGDClassifier(random_state=0)
+    if fit == "full":
+        expected.fit(X, labels)
+    else:
+        for start in range(0, len(X), 60):
+            rows = slice(start, start + 60)
+            expected.partial_fit(X[rows], labels[rows], classes=np.unique(labels))
+    model = result.models["clf"]
+    assert model.classes_.tolist() == ["definitely", "maybe", "no"]
+    np.testing.assert_array_equal(model.coef_, expected.coef_)
+    assert result.output["clf"].to_pylist() == expected.predict(X).tolist()
+
+
 # ---------------------------------------------------------------- saved models
 
 

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 import sklearn
 import yaml
@@ -162,6 +163,27 @@ def test_refit_fits_the_best_holdout_candidate_on_all_rows(xy, tmp_path):
     result = run(X, y, stage, tmp_path, n_jobs=1)
     assert result.models["l"].alpha == 0.01
     np.testing.assert_array_equal(result.models["l"].coef_, Lasso(alpha=0.01).fit(X, y).coef_)
+
+
+def test_a_text_target_column_of_a_table(xy, tmp_path):
+    # Labels as strings of different lengths, sorted, so chunks differ in width.
+    X, _ = xy
+    labels = np.where(X[:, 0] > 0.5, "churned", "no")
+    order = np.argsort(labels, kind="stable")
+    X, labels = X[order], labels[order]
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "label": labels}), path, row_group_size=50)
+    stage = TrainMany(LogisticRegression(), grid={"C": [0.1, 1.0]}, target="label", name="lr")
+    result = Pipeline(
+        {"parquet": str(path)}, [stage], chunks={"rows": 50}, workspace=tmp_path / "ws"
+    ).run(progress=False)
+    cut = N - round(N * 0.2)
+    expected = [
+        LogisticRegression(C=c).fit(X[:cut, :2], labels[:cut]).score(X[cut:, :2], labels[cut:])
+        for c in (0.1, 1.0)
+    ]
+    np.testing.assert_allclose([t["score"] for t in result.trials["lr"]], expected, rtol=1e-12)
+    assert result.models["lr"].classes_.tolist() == ["churned", "no"]
 
 
 class NanScore(Ridge):
