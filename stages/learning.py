@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import joblib
 import numpy as np
 import pyarrow as pa
 
@@ -557,7 +558,11 @@ class ModelApply:
     def __call__(self, X: Any) -> np.ndarray:
         if np.shape(X)[0] == 0:
             return np.empty((0, *self.tail), dtype=self.dtype)
-        return np.asarray(getattr(self._model(), self.method)(X))
+        # One job per chunk on every backend. On dask, joblib would send a
+        # model's own Parallel (a forest's, n_jobs=None) back to the cluster,
+        # and the order of its sums, so the last bits, would vary between runs.
+        with joblib.parallel_config(backend="sequential"):
+            return np.asarray(getattr(self._model(), self.method)(X))
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,28 @@ def test_estimator_stages_on_the_dask_backend_fit_and_apply_as_with_one_job(
         result.models["pca"].components_, expected.models["pca"].components_
     )
     np.testing.assert_array_equal(result.models["nb"].theta_, expected.models["nb"].theta_)
+
+
+def test_a_saved_forest_applied_on_dask_gives_the_one_job_result_every_time(
+    cluster, source, tmp_path
+):
+    # The forest's n_jobs is None: inside a dask task, joblib would run its trees
+    # on the cluster again and sum their probabilities in a varying order.
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = np.nan_to_num(np.load(source["npy"]))
+    np.save(tmp_path / "x.npy", X)
+    y = (X[:, 0] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(X, y)
+    joblib.dump(forest, tmp_path / "forest.joblib")
+    stage = {"model": str(tmp_path / "forest.joblib"), "apply": "predict_proba", "name": "rf"}
+
+    def apply(**parallel: Any) -> np.ndarray:
+        pipe = Pipeline(str(tmp_path / "x.npy"), [stage], chunks=32, workspace=tmp_path / "ws")
+        return pipe.run(progress=False, **parallel).output
+
+    expected = apply(n_jobs=1)
+    np.testing.assert_array_equal(expected, forest.predict_proba(X))
+    with distributed.Client(cluster):
+        for _ in range(3):
+            np.testing.assert_array_equal(apply(backend="dask"), expected)
