@@ -621,18 +621,37 @@ class Estimator(Fit):
         """The columns ``model`` is applied to; for a saved one, those it was fitted on.
 
         chunkline writes ``<stage>.json`` beside a saved model (see
-        :meth:`_model_card`). A model fitted on a table's columns is applied
-        to the same columns in the same order: by default, and checked when
-        the stage lists ``features`` too. Without a card, the stage's own. A
-        card that describes another model (another class or number of
-        features) is an error, not a guess.
+        :meth:`_model_card`); a model fitted on a DataFrame knows its columns
+        (``feature_names_in_``). Such a model is applied to the same columns
+        in the same order: by default, and checked when the stage lists
+        ``features`` too. Otherwise, the stage's own. A card that describes
+        another model (another class or number of features) is an error, not
+        a guess.
         """
         given = None if self.features is None else tuple(self.features)
-        if not isinstance(self.model, str):
+        saved, where = self._card_features(model)
+        if saved is None and self.model is not None:
+            names = getattr(model, "feature_names_in_", None)
+            if names is not None:
+                saved, where = [str(c) for c in names], "its feature_names_in_"
+        if saved is None:
             return given
+        if given is not None and given != tuple(saved):
+            raise SpecError.at(
+                f"stage {self.name!r}.features",
+                f"model {self.model if isinstance(self.model, str) else type(model).__name__} "
+                f"was fitted on the columns {saved} (see {where}), in that order, but the "
+                f"stage gives {list(given)}: leave features out to use the saved ones",
+            )
+        return tuple(saved)
+
+    def _card_features(self, model: Any) -> tuple[list[str] | None, str]:
+        """The columns the model card of a saved ``model`` lists (None: no card or none listed)."""
+        if not isinstance(self.model, str):
+            return None, ""
         card_path = os.path.splitext(self.model)[0] + ".json"
         if not os.path.isfile(card_path):
-            return given
+            return None, ""
         where = f"stage {self.name!r}: the model card {card_path} of {self.model}"
         try:
             with open(card_path) as f:
@@ -651,16 +670,7 @@ class Estimator(Fit):
                 f"{card.get('n_features_in')} features, not this {kind} fitted on {n_features}: "
                 "save a model with its card (sink.models), or remove the card"
             )
-        if saved is None:
-            return given
-        if given is not None and given != tuple(saved):
-            raise SpecError.at(
-                f"stage {self.name!r}.features",
-                f"model {self.model} was fitted on the columns {saved} (see "
-                f"{card_path}), in that order, but the stage gives {list(given)}: leave "
-                "features out to use the saved ones",
-            )
-        return tuple(saved)
+        return saved, card_path
 
     def save_model(
         self, fitted: Fitted, folder: str | os.PathLike[str]

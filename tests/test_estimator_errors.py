@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from test_cli import chunkline
 
 from pipeline import ArraySource, Map, Pipeline, SinkError, SourceError, SpecError, StageError
@@ -280,6 +280,26 @@ def test_a_model_fitted_on_every_column_records_them(tmp_path, rng):
     model = joblib.load(tmp_path / "m" / "all.joblib")
     X = np.column_stack([table.column(f"f{j}").to_numpy() for j in range(4)])
     np.testing.assert_array_equal(out.output.column("p_1").to_numpy(), model.predict_proba(X)[:, 1])
+
+
+def test_a_model_fitted_on_a_dataframe_sees_its_own_columns(tmp_path, rng):
+    # No model card: the model's feature_names_in_ says which columns, in order.
+    pd = pytest.importorskip("pandas")
+    path, table, _ = table_model(tmp_path, rng)
+    frame = pd.DataFrame({f"f{j}": table.column(f"f{j}").to_numpy() for j in range(4)})
+    model = LogisticRegression().fit(frame, table.column("label").to_numpy())
+    joblib.dump(model, tmp_path / "df.joblib")
+    pq.write_table(table.select(["label", "f3", "f2", "f1", "f0"]), path)
+    stage = {"model": str(tmp_path / "df.joblib"), "apply": "predict_proba", "name": "p"}
+    out = Pipeline({"parquet": str(path)}, [stage]).run(progress=False)
+    expected = model.predict_proba(frame)[:, 1]
+    np.testing.assert_allclose(out.output.column("p_1").to_numpy(), expected, rtol=1e-12)
+    with pytest.raises(
+        SpecError,
+        match=r"^stage 'p'\.features: model .*df\.joblib was fitted on the columns "
+        r"\['f0', 'f1', 'f2', 'f3'\] \(see its feature_names_in_\), in that order",
+    ):
+        Pipeline({"parquet": str(path)}, [{**stage, "features": ["f3", "f2", "f1", "f0"]}]).plan()
 
 
 @pytest.mark.parametrize(
