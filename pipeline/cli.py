@@ -8,10 +8,11 @@ output that could not be written), 2 a usage or spec error (nothing ran),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -55,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chunkline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def scheduler(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="run on the dask.distributed cluster of this scheduler (implies --backend "
+            "dask); default: $DASK_SCHEDULER_ADDRESS when the backend is dask",
+        )
+
     def overrides(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("spec", type=Path, help="pipeline spec file (.yaml, .yml or .toml)")
         sub.add_argument(
@@ -64,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
             help="workers (-1: all cores); overrides the spec",
         )
         sub.add_argument("--backend", choices=BACKENDS, help="joblib backend; overrides the spec")
+        scheduler(sub)
         sub.add_argument(
             "--chunk-rows",
             type=_positive_int,
@@ -82,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check the spec, the input files and every stage (on a few rows).",
     )
     validate.add_argument("spec", type=Path, help="pipeline spec file (.yaml, .yml or .toml)")
+    scheduler(validate)
 
     explain = commands.add_parser(
         "explain",
@@ -104,15 +115,57 @@ def _load(args: argparse.Namespace) -> Pipeline:
 
 def _command(args: argparse.Namespace) -> int:
     pipeline = _load(args)
+    backend = getattr(args, "backend", None) or ("dask" if args.scheduler else None)
+    with _cluster(args.scheduler, _uses_dask(pipeline, backend)):
+        return _on_backend(args, pipeline, backend)
+
+
+def _uses_dask(pipeline: Pipeline, backend: str | None) -> bool:
+    chosen = [backend or pipeline.backend, *(stage.backend for stage in pipeline.stages)]
+    return "dask" in chosen
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None, uses_dask: bool) -> Iterator[None]:
+    """A dask Client for the command when the pipeline runs on dask and a scheduler is known.
+
+    Without one, the run stops before any work with a message saying how to
+    give one (see :data:`pipeline.parallel.NO_CLUSTER`).
+    """
+    if not uses_dask:
+        yield
+        return
+    try:
+        import dask
+        import distributed
+    except ImportError:
+        raise SpecError.at(
+            "backend", "dask needs dask.distributed: pip install 'chunkline[dask]'"
+        ) from None
+    address = address or dask.config.get("scheduler-address", None)
+    if address is None:
+        yield
+        return
+    try:
+        client = distributed.Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SpecError.at(
+            "--scheduler", f"cannot reach the dask scheduler at {address}: {exc}"
+        ) from None
+    with client:
+        yield
+
+
+def _on_backend(args: argparse.Namespace, pipeline: Pipeline, backend: str | None) -> int:
     if args.command == "validate":
-        plan = pipeline.plan()
+        plan = pipeline.plan(backend=backend)
         print(
             f"ok: {args.spec} is valid ({counted(len(pipeline.stages), 'stage')}, "
             f"{counted(len(plan.passes), 'pass', 'passes')})"
         )
         print(plan.schemas())
         return EXIT_OK
-    settings = {"n_jobs": args.n_jobs, "backend": args.backend}
+    settings = {"n_jobs": args.n_jobs, "backend": backend}
     if args.command == "explain":
         print(pipeline.explain(**settings))
         return EXIT_OK

@@ -18,7 +18,15 @@ import joblib
 from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_limits
 
+from .errors import SpecError
+
 __all__ = ["ParallelSettings", "ThreadTasks", "resolve_parallel"]
+
+#: What to do when the dask backend is chosen with no cluster to run on.
+NO_CLUSTER = (
+    "no dask.distributed cluster to run on: create a distributed.Client first, or "
+    "give the command line --scheduler ADDRESS (or set DASK_SCHEDULER_ADDRESS)"
+)
 
 #: joblib's backends whose workers are threads or processes of this machine.
 _LOCAL_BACKENDS = frozenset({"loky", "threading", "multiprocessing", "sequential"})
@@ -129,7 +137,12 @@ def resolve_parallel(
     """
     if backend is None and default_backend is not None and not _context_sets_backend():
         backend = default_backend
-    context = joblib.parallel_config(backend=backend) if backend is not None else nullcontext()
+    try:
+        context = joblib.parallel_config(backend=backend) if backend is not None else nullcontext()
+    except ValueError as exc:  # joblib's dask backend finds no Client
+        if backend != "dask":
+            raise
+        raise SpecError.at("backend", f"dask: {NO_CLUSTER}") from exc
     with context:
         active, context_n_jobs = get_active_backend()
         if n_jobs is None and context_n_jobs is None:

@@ -13,10 +13,12 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
+import yaml
 
 from pipeline import Filter, Map, Pipeline, Reduce, RunResult
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 STAGES = [
     Filter("finite_rows"),
@@ -141,3 +143,31 @@ def test_a_saved_forest_applied_on_dask_gives_the_one_job_result_every_time(
     with distributed.Client(cluster):
         for _ in range(3):
             np.testing.assert_array_equal(apply(backend="dask"), expected)
+
+
+def test_the_command_line_runs_on_the_scheduler_it_is_given(
+    cluster, source, tmp_path, monkeypatch, capsys
+):
+    from pipeline.cli import main
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    spec = tmp_path / "spec.yaml"
+    out = tmp_path / "out.npy"
+    spec.write_text(
+        f"source: {{npy: {source['npy']}}}\n"
+        "stages: [{filter: finite_rows}, {map: clip, params: {min: -1, max: 1}}]\n"
+        f"sink: {{npy: {out}}}\nchunks: {{rows: 16}}\n"
+    )
+    # No cluster named: a spec error before any work, saying how to name one.
+    assert main(["run", "--backend", "dask", "-q", str(spec)]) == 2
+    assert "--scheduler ADDRESS" in capsys.readouterr().err
+    assert not out.exists()
+    expected = Pipeline.from_dict(yaml.safe_load(spec.read_text())).run(progress=False, n_jobs=1)
+    out.unlink()
+    assert main(["run", "--scheduler", cluster.scheduler_address, str(spec)]) == 0
+    assert "on daskdistributed" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(out), expected.output)
+    # dask's own setting (DASK_SCHEDULER_ADDRESS, read when dask is imported).
+    with dask.config.set({"scheduler-address": cluster.scheduler_address}):
+        assert main(["explain", "--backend", "dask", str(spec)]) == 0
+    assert "on daskdistributed" in capsys.readouterr().out
