@@ -43,10 +43,11 @@ from .sinks import (
     Sink,
     allocate_npy,
     assemble_parts,
-    atomic_write_json,
     read_parts,
     reductions_as_json,
+    stage_files,
     temporary_sibling,
+    write_json,
 )
 from .sources import ArrayRef, OpenedSource, read_npy_ref, shared_mappings
 from .stage import Fitted, Stage
@@ -126,6 +127,11 @@ class _Commit:
         self.folders.extend(reversed(missing))
 
     def commit(self, schema: pa.Schema | None) -> None:
+        # The Parquet target first: its checks (mode, appended columns) may refuse it.
+        if self.parquet is not None:
+            assert schema is not None
+            self.parquet.commit(schema)
+            self.parquet = None
         for temporary, final in self.moves:
             try:
                 if temporary is None:
@@ -137,10 +143,6 @@ class _Commit:
                 raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
         self.moves.clear()
         self.folders.clear()
-        if self.parquet is not None:
-            assert schema is not None
-            self.parquet.commit(schema)
-            self.parquet = None
 
 
 def _npy_destination(
@@ -532,8 +534,11 @@ def execute_plan(
         if last is not None and last.output == "memory":
             result.x, result.y = _load_in_memory(current)
         if sink.reductions is not None:
-            atomic_write_json(
-                sink.reductions, reductions_as_json(result.reductions, sink.reductions)
+            # Committed with the other outputs: never beside a failed run's data.
+            statistics = reductions_as_json(result.reductions, sink.reductions)
+            commit.make_folder(os.path.dirname(os.path.abspath(sink.reductions)), "sink.reductions")
+            commit.moves.extend(
+                stage_files({sink.reductions: lambda path: write_json(path, statistics)})
             )
         output_schema = (
             last.output_meta.schema

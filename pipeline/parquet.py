@@ -144,6 +144,9 @@ def write_table_part(
             existing_data_behavior="overwrite_or_ignore",
             file_options=file_options,
             max_rows_per_group=options.row_group_size or 1024 * 1024,
+            # pyarrow stops at 1024 partitions per write by default; a chunk
+            # may hold more (a few years of days): never more than its rows.
+            max_partitions=max(1024, table.num_rows),
             use_threads=False,
         )
     finally:
@@ -193,6 +196,8 @@ class ParquetTarget:
 
         ``schema`` is the output's, for a single file when no row was written.
         """
+        # Again: the target may have appeared, or changed, while the run worked.
+        self.check()
         try:
             (self.staging / OPEN_MARKER).unlink()
             if self.options.single_file:
@@ -216,13 +221,14 @@ class ParquetTarget:
             os.replace(self.path, old)
         try:
             os.replace(self.staging, self.path)
-        except OSError:
+        except BaseException:  # Ctrl-C too: the old contents go back
             if old.exists():
                 os.replace(old, self.path)
             raise
         shutil.rmtree(old, ignore_errors=True)
 
     def _commit_append(self) -> None:
+        self._check_appended_schema()
         moved: list[tuple[Path, Path]] = []
         try:
             for part in self._parts():
@@ -232,12 +238,26 @@ class ParquetTarget:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(part, final)
                 moved.append((part, final))
-        except OSError:
+        except BaseException:  # Ctrl-C too: the dataset is left as it was
             for part, final in reversed(moved):
                 with contextlib.suppress(OSError):
                     os.replace(final, part)
             raise
         (self.path / SUCCESS_MARKER).touch()
+
+    def _check_appended_schema(self) -> None:
+        """Refuse parts whose columns conflict with the dataset's: it would become unreadable."""
+        new = self._parts()
+        old = next((p for p in sorted(self.path.rglob("*.parquet")) if p.is_file()), None)
+        if not new or old is None:
+            return
+        try:
+            pa.unify_schemas([pq.read_schema(old), pq.read_schema(new[0])])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SinkError(
+                f"sink.parquet: cannot append to {self.path}: the new rows' columns conflict "
+                f"with those of {old} ({exc}); write to another path, or use mode: overwrite"
+            ) from None
 
     def _commit_single_file(self, schema: pa.Schema) -> None:
         merged = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")

@@ -41,6 +41,7 @@ __all__ = [
     "allocate_npy",
     "assemble_parts",
     "atomic_write_json",
+    "write_json",
     "read_parts",
     "reductions_as_json",
     "stage_files",
@@ -300,14 +301,19 @@ def reductions_as_json(results: Mapping[str, Any], path: str) -> dict[str, Any]:
     return converted
 
 
+def write_json(path: str | os.PathLike[str], value: Any) -> None:
+    """Write ``value`` (reduction results too, see :func:`to_jsonable`) as JSON to ``path``."""
+    with open(path, "w") as f:
+        json.dump(to_jsonable(value), f, indent=2)
+        f.write("\n")
+
+
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as JSON to ``path`` via a temporary file and a rename."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        with open(tmp, "w") as f:
-            json.dump(to_jsonable(value), f, indent=2)
-            f.write("\n")
+        write_json(tmp, value)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ ran), 1 for bad data or a failed run.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import yaml
 from pipeline import (
     Map,
     Pipeline,
+    Reduce,
     SinkError,
     SourceError,
     SpecError,
@@ -589,6 +591,89 @@ def test_a_failure_leaves_no_late_write_behind(
             pipe.run(progress=False)
         time.sleep(1.0)  # longer than the slow chunk: a write it made late would show now
     untouched.check()
+
+
+def claims_the_target(table: pa.Table, target: str) -> pa.Table:
+    """Another job creating the run's target while the run works (mode: error)."""
+    if 45 in table["id"].to_pylist():  # a chunk of the run, not the plan's sample
+        os.makedirs(target, exist_ok=True)
+        Path(target, "important.txt").write_text("theirs")
+    return table
+
+
+def test_a_target_that_appears_during_the_run_is_not_replaced(data: Path, tmp_path: Path) -> None:
+    target = tmp_path / "fresh"
+    stats = tmp_path / "stats.json"
+    with pytest.raises(SinkError, match=r"fresh already exists; set mode: overwrite or append"):
+        Pipeline(
+            {"parquet": str(data)},
+            [Map(claims_the_target, params={"target": str(target)}), Reduce("count")],
+            sink={"parquet": str(target), "reductions": str(stats)},
+            chunks={"rows": 10},
+        ).run(progress=False)
+    assert (target / "important.txt").read_text() == "theirs"
+    # Nothing of the failed run: no statistics beside the data it did not write.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "fresh"]
+
+
+def test_appending_conflicting_columns_leaves_the_dataset_as_it_was(
+    data: Path, target: Path
+) -> None:
+    untouched = Untouched(target)
+    with pytest.raises(
+        SinkError,
+        match=r"cannot append to .*out: the new rows' columns conflict with those of .*"
+        r"Field id has incompatible types: int64 vs string.*use mode: overwrite",
+    ):
+        Pipeline(
+            {"parquet": str(data)},
+            [Map("stages.tables:cast", params={"columns": {"id": "string"}})],
+            sink={"parquet": str(target), "mode": "append"},
+        ).run(progress=False)
+    untouched.check()
+
+
+class InterruptedRename:
+    """``os.replace`` that raises KeyboardInterrupt on its ``n``-th call (Ctrl-C mid-commit)."""
+
+    def __init__(self, n: int) -> None:
+        self.calls, self.n, self.replace = 0, n, os.replace
+
+    def __call__(self, src: Any, dst: Any) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        self.replace(src, dst)
+
+
+@pytest.mark.parametrize(("mode", "n"), [("append", 3), ("overwrite", 2)])
+def test_ctrl_c_while_committing_leaves_the_target_as_it_was(
+    data: Path, target: Path, monkeypatch: pytest.MonkeyPatch, mode: str, n: int
+) -> None:
+    # overwrite: after the old contents were moved aside, before the new moved in.
+    untouched = Untouched(target)
+    monkeypatch.setattr("pipeline.parquet.os.replace", InterruptedRename(n))
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(
+            {"parquet": str(data)},
+            [],
+            sink={"parquet": str(target), "mode": mode, "partition_by": ["cat"]},
+            chunks={"rows": 10},
+        ).run(progress=False)
+    untouched.check()
+
+
+def test_a_chunk_may_write_more_than_1024_partitions(tmp_path: Path) -> None:
+    days = pa.table({"day": np.arange(1100), "value": np.ones(1100)})
+    pq.write_table(days, tmp_path / "days.parquet")
+    out = tmp_path / "by_day"
+    Pipeline(
+        {"parquet": str(tmp_path / "days.parquet")},
+        [],
+        sink={"parquet": str(out), "partition_by": ["day"]},
+    ).run(progress=False)
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 1100
+    assert sorted(int(v) for v in pq.read_table(out).column("day").to_pylist()) == list(range(1100))
 
 
 def test_stage_failure_leaves_an_appended_dataset_as_it_was(data: Path, target: Path) -> None:
