@@ -2,7 +2,10 @@
 
 Exit codes: 0 success, 1 the run failed (bad input data, a stage error, an
 output that could not be written), 2 a usage or spec error (nothing ran),
-130 interrupted with Ctrl-C (the workspace is removed, outputs untouched).
+130 interrupted with Ctrl-C, 143 stopped with SIGTERM and 129 with SIGHUP (as
+a scheduler or a closed terminal stops a job). When interrupted, the workspace
+is removed and outputs are left untouched; further signals are ignored until
+that is done.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +29,7 @@ from .stage import BACKENDS
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _positive_int(text: str) -> int:
@@ -51,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chunkline",
         description="Run declarative chunked array pipelines in parallel.",
-        epilog="Exit codes: 0 success, 1 run failed, 2 usage or spec error, 130 interrupted.",
+        epilog="Exit codes: 0 success, 1 run failed, 2 usage or spec error, 130 interrupted "
+        "(Ctrl-C), 143 stopped (SIGTERM), 129 hung up (SIGHUP).",
     )
     parser.add_argument("--version", action="version", version=f"chunkline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -195,11 +201,42 @@ def _traceback_of(exc: ChunklineError) -> str:
     return str(cause).rstrip()
 
 
+class _Stopped(KeyboardInterrupt):
+    """A stop signal, raised where the run is, so that it cleans up as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum: int, frame: object) -> None:
+    # Cleaning up must finish: a second Ctrl-C would leave staged files behind.
+    for each in _STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`_Stopped` (in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {each: signal.signal(each, _stop) for each in _STOP_SIGNALS}
+    yield  # after a stop, signals stay ignored: the command is ending anyway
+    for each, handler in previous.items():
+        signal.signal(each, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chunkline`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        return _command(args)
+        with _stop_signals_interrupt():
+            return _command(args)
     except SpecError as exc:
         print(f"chunkline: spec error in {args.spec}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -209,9 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if details:
             print(f"\ncaused by:\n{details}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("chunkline: interrupted; outputs left untouched", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        what = (
+            "interrupted"
+            if signum == signal.SIGINT
+            else f"stopped by {signal.Signals(signum).name}"
+        )
+        print(f"chunkline: {what}; outputs left untouched", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a run failed, 2 a usage or spec error, 130 Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -621,11 +622,15 @@ def _wait_until_running(project: Path, proc: subprocess.Popen[str]) -> list[int]
 
 
 def _assert_interrupted_cleanly(
-    project: Path, proc: subprocess.Popen[str], children: list[int]
+    project: Path,
+    proc: subprocess.Popen[str],
+    children: list[int],
+    signum: int = signal.SIGINT,
+    said: str = "interrupted",
 ) -> None:
     _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert proc.returncode == 128 + signum, stderr
+    assert f"chunkline: {said}; outputs left untouched" in stderr
     # A group-wide SIGINT can reach a loky worker while it starts up, and loky
     # then prints that worker's KeyboardInterrupt; chunkline's own process must
     # print no traceback.
@@ -641,13 +646,36 @@ def _assert_interrupted_cleanly(
     assert not [pid for pid in children if _alive(pid)], "worker processes survived Ctrl-C"
 
 
-def test_ctrl_c_to_the_command_stops_cleanly(project: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "said"),
+    [
+        (signal.SIGINT, "interrupted"),
+        # How batch schedulers (systemd, Kubernetes, Airflow) stop a job.
+        (signal.SIGTERM, "stopped by SIGTERM"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stop_signal_to_the_command_stops_cleanly(project: Path, signum: int, said: str) -> None:
     proc = start_slow_run(project)
     try:
         children = _wait_until_running(project, proc)
-        proc.send_signal(signal.SIGINT)
-        _assert_interrupted_cleanly(project, proc, children)
+        proc.send_signal(signum)
+        _assert_interrupted_cleanly(project, proc, children, signum, said)
         assert not (project / "out" / "slow.npy").exists()
+    finally:
+        kill_if_running(proc)
+
+
+def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(project: Path) -> None:
+    # Ctrl-C pressed twice in a terminal: the second arrives while the run cleans up.
+    proc = start_slow_run(project)
+    try:
+        children = _wait_until_running(project, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        _assert_interrupted_cleanly(project, proc, children)
     finally:
         kill_if_running(proc)
 
