@@ -165,6 +165,7 @@ def _cluster(address: str | None, uses_dask: bool) -> Iterator[None]:
 def _on_backend(args: argparse.Namespace, pipeline: Pipeline, backend: str | None) -> int:
     if args.command == "validate":
         plan = pipeline.plan(backend=backend)
+        pipeline.sink.check_writable()  # as a run checks it first (mode: error, ...)
         print(
             f"ok: {args.spec} is valid ({counted(len(pipeline.stages), 'stage')}, "
             f"{counted(len(plan.passes), 'pass', 'passes')})"

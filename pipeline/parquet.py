@@ -2,7 +2,8 @@
 
 Each worker writes the rows of its chunk as its own part file
 (``part-00012-0000.parquet``: chunk 12, block 0, so file names sort in row
-order), into a hidden temporary folder beside the target. Only when every
+order; ``cat=x/part-00012-0000-0.parquet`` per partition with ``partition_by``),
+into a hidden temporary folder beside the target. Only when every
 chunk succeeded are the parts moved into place and a ``_SUCCESS`` marker
 written; a failed or interrupted run removes the temporary folder and leaves
 the target exactly as it was.

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from .datasets import TableSource
 from .errors import SpecError, SpecIssue
 from .execute import execute_plan
 from .plan import Plan, build_plan
 from .progress import should_show
 from .report import RunReport
+from .sinks import Sink
 from .spec import (
     normalize_chunks,
     normalize_sink,
@@ -139,6 +141,8 @@ class Pipeline:
             check_parallel_settings(self.n_jobs, self.backend, "")
         except SpecError as exc:
             issues.extend(exc.issues)
+        if not issues:
+            issues.extend(_sink_inside_source(self.source, self.sink))
         if issues:
             raise SpecError(issues)
 
@@ -277,3 +281,23 @@ def load_spec(path: str | os.PathLike[str]) -> Pipeline:
         With every problem in the file, each with its field path.
     """
     return Pipeline.from_file(path)
+
+
+def _sink_inside_source(source: Any, sink: Sink) -> list[SpecIssue]:
+    """A dataset written inside the folder it is read from grows with every run."""
+    if sink.parquet is None or not isinstance(source, TableSource):
+        return []
+    target = os.path.realpath(sink.parquet)
+    given = source.path
+    paths = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    for path in paths:
+        folder = os.path.realpath(path)
+        if target != folder and os.path.commonpath([target, folder]) == folder:
+            return [
+                SpecIssue(
+                    "sink.parquet",
+                    f"{sink.parquet} is inside the source folder {path}: each run would "
+                    "read the rows the runs before it wrote; write it elsewhere",
+                )
+            ]
+    return []

@@ -374,6 +374,11 @@ class Sink:
             raise SpecError.at("", "give either npy or parquet, not both")
         if self.npy is not None and not self.npy.endswith(".npy"):
             raise SpecError.at("npy", f"expected a path ending in .npy, got {self.npy!r}")
+        folder_path = self.parquet is not None and self.parquet.endswith(("/", os.sep))
+        if folder_path and self.parquet_options.single_file:
+            raise SpecError.at(
+                "parquet", f"single_file writes one file: give a file path, not {self.parquet!r}"
+            )
         paths = [getattr(self, key) for key in _PATHS if getattr(self, key) is not None]
         if len(set(map(os.path.abspath, paths))) < len(paths):
             raise SpecError.at("", "npy, y, parquet, reductions and models must be different paths")

@@ -676,6 +676,27 @@ def test_a_chunk_may_write_more_than_1024_partitions(tmp_path: Path) -> None:
     assert sorted(int(v) for v in pq.read_table(out).column("day").to_pylist()) == list(range(1100))
 
 
+def test_a_sink_inside_its_source_folder_is_refused(data: Path) -> None:
+    # Each run would read what the runs before it wrote: rows would multiply.
+    with pytest.raises(SpecError, match=r"^sink\.parquet: .*clean is inside the source folder "):
+        Pipeline({"parquet": str(data)}, [], sink={"parquet": str(data / "clean")})
+
+
+def test_single_file_needs_a_file_path(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"single_file writes one file: give a file path, not "):
+        Pipeline(
+            {"parquet": str(data)}, [], sink={"parquet": f"{tmp_path}/sf/", "single_file": True}
+        )
+
+
+def test_validate_refuses_a_target_the_run_would_refuse(
+    data: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, {"parquet": str(data)}, {"parquet": str(target)}, stages=())
+    assert cli_main(["validate", str(spec)]) == 1
+    assert "already exists; set mode: overwrite or append" in capsys.readouterr().err
+
+
 def test_stage_failure_leaves_an_appended_dataset_as_it_was(data: Path, target: Path) -> None:
     untouched = Untouched(target)
     with pytest.raises(StageError, match=r"stage 'explode' failed on chunk 4"):
