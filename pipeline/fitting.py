@@ -276,14 +276,10 @@ class FitRun:
     def consume(self, k: int, X: Any, y: Any) -> None:
         """Stream chunk ``k`` into ``partial_fit`` (chunks arrive in chunk order).
 
-        ``X`` is ``None`` for a chunk a filter emptied. The pass's workers are
-        still running meanwhile, so the parent keeps to their share of BLAS
-        threads: uncapped, IncrementalPCA's partial_fit ran 2-3x slower here,
-        its threads fighting the workers for the cores.
+        ``X`` is ``None`` for a chunk a filter emptied.
         """
         if X is not None:
-            with threadpool_limits(self.parallel.blas_threads):
-                self._partial_fit(k, X, y, None)
+            self._partial_fit(k, X, y, None)
         self.consumed += 1
 
     def finish(self, state: Any, training: TrainingRows | None) -> Fitted:
@@ -313,9 +309,18 @@ class FitRun:
         return fitted
 
     def _partial_fit(self, k: int, X: Any, y: Any, state: Any) -> None:
+        """One ``partial_fit`` call, on one BLAS thread whatever ``n_jobs``.
+
+        LAPACK's results (IncrementalPCA's SVD) change in the last bits with
+        the number of threads, and each call builds on the last: one thread
+        keeps the model the same for every ``n_jobs``. While the pass's
+        workers run, more threads would also fight them for the cores
+        (uncapped, IncrementalPCA's partial_fit ran 2-3x slower).
+        """
         started = time.perf_counter()
         if X.shape[0]:
-            self.model = self._call(k, lambda: self.stage.partial_fit(self.model, X, y, state))
+            with threadpool_limits(1):
+                self.model = self._call(k, lambda: self.stage.partial_fit(self.model, X, y, state))
         self.seconds += time.perf_counter() - started
 
     def _call(self, k: int | None, fit: Callable[[], Any]) -> Any:

@@ -176,26 +176,35 @@ def _fit_one(
     rows: tuple[Any, Any],
     threads: int,
     scorer: Any,
+    candidate: int,
 ) -> tuple[BaseEstimator, float, float]:
-    """Fit one candidate on rows ``rows[0]`` with ``threads`` threads; score it on ``rows[1]``.
+    """Fit candidate ``candidate`` on rows ``rows[0]`` with ``threads`` threads; score it on
+    ``rows[1]``.
 
     Runs in a worker: ``X`` arrives as a reference to the memory-mapped file,
-    and a fold's rows are taken here (a slice is a view; indices copy).
+    and a fold's rows are taken here (a slice is a view; indices copy). A
+    failure names the candidate: which one of a grid failed is the question.
     """
     started = time.perf_counter()
     train, test = rows
+    described = repr(estimator)  # before fit: its settings, as scikit-learn prints them
     # Threads for OpenMP and BLAS, and for the estimator's own joblib workers
     # (an n_jobs left at None takes the context's); a user's n_jobs stays.
-    with threadpool_limits(threads), joblib.parallel_config(n_jobs=threads):
-        X_train, y_train = _rows(X, train), _rows(y, train)
-        estimator.fit(X_train) if y is None else estimator.fit(X_train, y_train)
-        seconds = time.perf_counter() - started
-        score = np.nan
-        if test is not None:
-            X_test, y_test = _rows(X, test), _rows(y, test)
-            score = float(
-                scorer(estimator, X_test, y_test) if scorer else estimator.score(X_test, y_test)
-            )
+    try:
+        with threadpool_limits(threads), joblib.parallel_config(n_jobs=threads):
+            X_train, y_train = _rows(X, train), _rows(y, train)
+            estimator.fit(X_train) if y is None else estimator.fit(X_train, y_train)
+            seconds = time.perf_counter() - started
+            score = np.nan
+            if test is not None:
+                X_test, y_test = _rows(X, test), _rows(y, test)
+                score = float(
+                    scorer(estimator, X_test, y_test) if scorer else estimator.score(X_test, y_test)
+                )
+    except Exception as exc:
+        raise ValueError(
+            f"candidate {candidate}, {described}, failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return estimator, seconds, score
 
 
@@ -302,7 +311,7 @@ class TrainMany(Estimator):
         folds = self._folds(X.shape[0], how, amount)
         jobs = [(i, fold) for i in range(len(self.candidates)) for fold in folds]
         tasks = (
-            joblib.delayed(_fit_one)(clone(self.candidates[i]), X, y, fold, split.inner, scorer)
+            joblib.delayed(_fit_one)(clone(self.candidates[i]), X, y, fold, split.inner, scorer, i)
             for i, fold in jobs
         )
         if split.outer == 1:  # one model at a time, here, with every core
@@ -317,13 +326,17 @@ class TrainMany(Estimator):
         rows = self._trials(jobs, done)
         scores = np.array([row["score"] for row in rows], dtype=float)
         if np.isnan(scores).all():
-            raise ValueError(f"every candidate of {self.name!r} scored NaN: none can be kept")
+            raise ValueError(
+                f"every candidate of {self.name!r} scored NaN: none can be kept (a score is "
+                "undefined when, for example, the scored rows hold one class only: test rows "
+                "are consecutive rows, not shuffled ones)"
+            )
         best = int(np.nanargmax(scores))
         model = done[best * len(folds)][0]
         if how == "cv" or self.refit:
             everything = (slice(None), None)
             model = _fit_one(
-                clone(self.candidates[best]), X, y, everything, parallel.n_workers, None
+                clone(self.candidates[best]), X, y, everything, parallel.n_workers, None, best
             )[0]
         for i, row in enumerate(rows):
             row["best"] = i == best

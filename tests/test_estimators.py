@@ -485,6 +485,19 @@ def test_table_default_features_are_every_column_but_the_target(rng, tmp_path):
     assert result.output["nb"].to_numpy().tolist() == expected.predict(X[:, :2]).tolist()
 
 
+def test_partial_fit_gives_the_same_model_for_every_n_jobs(tmp_path):
+    # Chunks large enough for OpenBLAS to thread IncrementalPCA's SVD: with a
+    # BLAS thread count following n_jobs, the components differed by ~5e-15.
+    X = np.random.default_rng(0).standard_normal((300_000, 10)) * np.arange(1, 11)
+    stage = Estimator(IncrementalPCA(5), name="pca")
+    one, two = (
+        run(X, [stage], tmp_path, chunks=100_000, n_jobs=n_jobs, backend="threading")
+        for n_jobs in (1, 2)
+    )
+    np.testing.assert_array_equal(one.models["pca"].components_, two.models["pca"].components_)
+    np.testing.assert_array_equal(one.output, two.output)
+
+
 @pytest.mark.parametrize("fit", ["partial_fit", "full"])
 def test_a_text_target_column_trains_as_scikit_learn_does(rng, tmp_path, fit):
     # Sorted by label, chunks hold labels of different lengths ("no" only in

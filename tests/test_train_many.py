@@ -186,6 +186,20 @@ def test_a_text_target_column_of_a_table(xy, tmp_path):
     assert result.models["lr"].classes_.tolist() == ["churned", "no"]
 
 
+def test_a_failing_candidate_is_named(xy, tmp_path):
+    from pipeline import StageError
+
+    X, y = xy
+    # Valid settings each, refused together at fit: only a fit can tell.
+    stage = TrainMany(Ridge(), grid={"solver": ["auto", "lbfgs"]}, name="l")
+    with pytest.raises(
+        StageError,
+        match=r"stage 'l' failed: ValueError: candidate 1, Ridge\(solver='lbfgs'\), failed: "
+        r"ValueError: 'lbfgs' solver can be used only when positive=True",
+    ):
+        run(X, y, stage, tmp_path, n_jobs=1)
+
+
 class NanScore(Ridge):
     """A regressor whose score is undefined."""
 
