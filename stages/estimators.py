@@ -271,6 +271,10 @@ class Estimator(Fit):
     model
         A model saved by an earlier run (``.joblib`` or ``.skops`` file), or a
         fitted estimator object: apply it without fitting.
+    trusted
+        Types a ``.skops`` model may hold beyond those skops trusts by default
+        (``["sklearn.tree._tree.Tree"]`` for a forest): list only those of
+        files you made or trust.
     epochs, shuffle_chunks, seed, classes
         ``partial_fit``: passes over the chunks; chunks of each epoch in a
         random order from ``seed``; a classifier's classes (found in a first
@@ -303,6 +307,7 @@ class Estimator(Fit):
         "seed",
         "classes",
         "sample_rows",
+        "trusted",
         "n_jobs",
         "backend",
     )
@@ -320,6 +325,7 @@ class Estimator(Fit):
     seed: int = field(default=0, kw_only=True)
     classes: Sequence[Any] | None = field(default=None, kw_only=True)
     sample_rows: int = field(default=100_000, kw_only=True)
+    trusted: Sequence[str] = field(default=(), kw_only=True)
     # Resolved once, in __post_init__:
     unfitted: Any = field(default=None, init=False, compare=False, repr=False)
     strategy: str | None = field(default=None, init=False, compare=False, repr=False)
@@ -389,6 +395,16 @@ class Estimator(Fit):
         self._set(features=_names(self.features, "features"), output=_names(self.output, "output"))
         if self.target is not None and not isinstance(self.target, str):
             raise SpecError.at("target", f"expected a column name, got {self.target!r}")
+        trusted = self.trusted
+        if (
+            isinstance(trusted, str)
+            or not isinstance(trusted, Sequence)
+            or not all(isinstance(t, str) for t in trusted)
+        ):
+            raise SpecError.at("trusted", f"expected a list of type names, got {trusted!r}")
+        if trusted and not (isinstance(self.model, str) and self.model.endswith(".skops")):
+            raise SpecError.at("trusted", "only used to load a model: file ending in .skops")
+        self._set(trusted=tuple(trusted))
         if self.classes is not None:
             if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Sequence):
                 raise SpecError.at("classes", f"expected a list of labels, got {self.classes!r}")
@@ -548,7 +564,7 @@ class Estimator(Fit):
         if not os.path.isfile(path):
             raise SourceError(f"stage {self.name!r}: model file not found: {path}")
         try:
-            model = load_model(path)
+            model = load_model(path, self.trusted)
         except Exception as exc:
             raise SourceError(
                 f"stage {self.name!r}: cannot load the model in {path}: {type(exc).__name__}: {exc}"
@@ -598,7 +614,13 @@ class Estimator(Fit):
                 in_process = copy.copy(model)
                 in_process.set_params(n_jobs=1)
             kernel = ModelApply(
-                method, model_path, one.shape[1:], one.dtype.str, in_process, single_thread=single
+                method,
+                model_path,
+                one.shape[1:],
+                one.dtype.str,
+                in_process,
+                single_thread=single,
+                trusted=tuple(self.trusted),
             )
             width = int(np.prod(one.shape[1:], dtype=np.int64))
         else:

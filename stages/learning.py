@@ -478,17 +478,26 @@ class Affine:
         return out
 
 
-def load_model(path: str | os.PathLike[str]) -> Any:
+def load_model(path: str | os.PathLike[str], trusted: Sequence[str] = ()) -> Any:
     """Load a model saved with joblib (``.joblib``, ``.pkl``) or skops (``.skops``).
 
-    skops files load only types skops trusts by default; anything else is
-    refused with the list of untrusted types.
+    skops files load only types skops trusts by default, and those in
+    ``trusted``; a file holding others is refused with a ``ValueError`` that
+    lists them.
     """
     path = os.fspath(path)
     if path.endswith(".skops"):
         import skops.io
 
-        return skops.io.load(path)
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+        if untrusted:
+            raise ValueError(
+                f"it holds types that skops does not trust by default: {untrusted}. If you "
+                "made the file, or trust its source, list them in the stage's trusted: "
+                "(a forged file of such types can crash the process), or apply the "
+                ".joblib file beside it"
+            )
+        return skops.io.load(path, trusted=list(trusted) or None)
     import joblib
 
     return joblib.load(path)
@@ -507,15 +516,18 @@ class _WorkerModel:
     key: tuple[Any, ...] = ()
     model: Any = None
 
-    def get(self, path: str, single_thread: bool) -> Any:
+    def get(self, path: str, single_thread: bool, trusted: tuple[str, ...]) -> Any:
         info = os.stat(path)
-        # The file's time and size are in the key: a worker that outlives a
-        # run must not apply an older version of a saved model.
-        key = (path, info.st_mtime_ns, info.st_size, single_thread)
+        # The file's identity and times are in the key: a worker that outlives
+        # a run must not apply an older version of a saved model, even one
+        # copied over it with its modification time kept (cp -p): the change
+        # time moves on every write.
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        key = (path, *stamp, single_thread, trusted)
         with self.lock:  # threads of one pass share the process
             if key != self.key:
                 self.model, self.key = None, ()
-                model = load_model(path)
+                model = load_model(path, trusted)
                 if single_thread:
                     model.set_params(n_jobs=1)
                 self.model, self.key = model, key
@@ -542,6 +554,7 @@ class ModelApply:
     dtype: str
     model: Any = field(default=None, repr=False)
     single_thread: bool = False
+    trusted: tuple[str, ...] = ()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -553,7 +566,7 @@ class ModelApply:
         if self.model is not None:  # in the process that fitted or loaded it
             return self.model
         assert self.path is not None
-        return _WORKER_MODEL.get(self.path, self.single_thread)
+        return _WORKER_MODEL.get(self.path, self.single_thread, self.trusted)
 
     def __call__(self, X: Any) -> np.ndarray:
         if np.shape(X)[0] == 0:

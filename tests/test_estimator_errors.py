@@ -356,6 +356,54 @@ def test_a_saved_model_refuses_nans_as_its_fit_did(tmp_path, rng):
     assert caught.value.data_error
 
 
+def test_a_skops_forest_loads_only_with_its_types_trusted(tmp_path, rng):
+    pytest.importorskip("skops")
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = rng.standard_normal((N, D))
+    y = (X[:, 0] > 0).astype(int)
+    fit = Estimator(RandomForestClassifier(n_estimators=5, random_state=0), name="rf")
+    forest = (
+        Pipeline(ArraySource(X, y), [fit], sink={"models": str(tmp_path / "m")})
+        .run(progress=False)
+        .models["rf"]
+    )
+    np.save(tmp_path / "x.npy", X)
+    saved = str(tmp_path / "m" / "rf.skops")
+    with pytest.raises(
+        SourceError,
+        match=r"cannot load the model in .*rf\.skops: ValueError: it holds types that skops "
+        r"does not trust by default: \['sklearn\.tree\._tree\.Tree'\]\. If you made the "
+        r"file, or trust its source, list them in the stage's trusted: ",
+    ):
+        Pipeline(str(tmp_path / "x.npy"), [Estimator(model=saved, name="rf")]).run(progress=False)
+    trusting = Estimator(model=saved, apply="predict_proba", trusted=["sklearn.tree._tree.Tree"])
+    # On loky, each worker loads the file itself, trusting the same types.
+    out = Pipeline(str(tmp_path / "x.npy"), [trusting], n_jobs=2, backend="loky").run(
+        progress=False
+    )
+    np.testing.assert_array_equal(out.output, forest.predict_proba(X))
+    with pytest.raises(SpecError, match=r"^trusted: only used to load a model: file ending in"):
+        Estimator(model=str(tmp_path / "m" / "rf.joblib"), trusted=["sklearn.tree._tree.Tree"])
+
+
+def test_a_worker_reloads_a_model_copied_over_with_its_old_time(tmp_path, rng):
+    # cp -p or rsync -t keep the modification time, and models of one shape
+    # pickle to the same size: the change time still tells the files apart.
+    from stages.learning import _WORKER_MODEL
+
+    X = rng.standard_normal((N, D))
+    path = tmp_path / "lr.joblib"
+    first, second = (LinearRegression().fit(X, X @ w) for w in (np.ones(D), -np.ones(D)))
+    joblib.dump(first, path)
+    stamp = path.stat()
+    assert _WORKER_MODEL.get(str(path), False, ()).coef_.tolist() == first.coef_.tolist()
+    joblib.dump(second, path)  # written in place: the same file, the same inode
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size) == (stamp.st_ino, stamp.st_size)
+    assert _WORKER_MODEL.get(str(path), False, ()).coef_.tolist() == second.coef_.tolist()
+
+
 def test_a_model_file_that_is_not_a_model(tmp_path, rng):
     X, _ = data(rng)
     card = tmp_path / "clf.json"
