@@ -516,6 +516,11 @@ def realize_pass(
         table.row_nbytes if table is not None else 0,
     )
     preferred = [s.chunk_bytes for s in stages if s.chunk_bytes is not None]
+    schedule = fit.schedule() if fit is not None else None
+    if schedule is not None and schedule.strategy == "partial_fit":
+        # A chunk is a partial_fit batch: its default size must not depend on
+        # the stages before the fit (a model's apply asks for larger chunks).
+        preferred = []
     default_bytes = DEFAULT_TABLE_CHUNK_BYTES if table_input else DEFAULT_CHUNK_BYTES
     chunk_rows = resolve_chunk_rows(
         plan.chunks, row_nbytes, settings.n_workers, max([default_bytes, *preferred])

@@ -485,6 +485,21 @@ def test_table_default_features_are_every_column_but_the_target(rng, tmp_path):
     assert result.output["nb"].to_numpy().tolist() == expected.predict(X[:, :2]).tolist()
 
 
+def test_a_partial_fit_batch_does_not_depend_on_the_stages_before_it(tmp_path):
+    # The IncrementalPCA's apply asks for large chunks; the classifier fitted in
+    # the same pass still gets the default batches, as the IncrementalPCA did.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200_000, 10))
+    y = (X[:, 0] > 0).astype(int)
+    stages = [
+        Estimator(IncrementalPCA(3), name="pca"),
+        Estimator(SGDClassifier(random_state=0), name="clf"),
+    ]
+    result = run(ArraySource(X, y), stages, tmp_path, **SEQUENTIAL)
+    chunks = {fit.name: fit.chunks for fit in result.report.fits}
+    assert chunks["clf"] == chunks["pca"] > 1
+
+
 def test_partial_fit_gives_the_same_model_for_every_n_jobs(tmp_path):
     # Chunks large enough for OpenBLAS to thread IncrementalPCA's SVD: with a
     # BLAS thread count following n_jobs, the components differed by ~5e-15.
