@@ -206,7 +206,7 @@ class ParquetTarget:
             elif self.options.mode == "append" and self.path.exists():
                 self._commit_append()
             else:
-                self._commit_replace()
+                self._commit_replace(schema)
         except OSError as exc:
             raise SinkError(f"cannot commit the Parquet output at {self.path}: {exc}") from exc
         finally:
@@ -215,7 +215,11 @@ class ParquetTarget:
     def _parts(self) -> list[Path]:
         return sorted(p for p in self.staging.rglob("*.parquet") if p.is_file())
 
-    def _commit_replace(self) -> None:
+    def _commit_replace(self, schema: pa.Schema) -> None:
+        if not self._parts():
+            # No rows: one empty part keeps the columns, for readers downstream.
+            data = [f for f in schema if f.name not in self.options.partition_by]
+            pq.write_table(pa.schema(data).empty_table(), self.staging / "part-00000-0000.parquet")
         (self.staging / SUCCESS_MARKER).touch()
         old = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.old")
         if self.path.exists():

@@ -938,6 +938,14 @@ def test_no_rows_pass_the_filters(single: tuple[str, pa.Table], tmp_path: Path) 
     out = tmp_path / "empty.parquet"
     Pipeline(source, [select], sink={"parquet": str(out), "single_file": True}, n_jobs=1).run()
     assert_same_rows(pq.read_table(out), whole.select(["id", "cat"]).slice(0, 0))
+    # A dataset folder keeps its columns too, in one empty part (the
+    # partition column lives in folder names, of which there are none).
+    for partition_by, columns in (([], ["id", "cat"]), (["cat"], ["id"])):
+        folder = tmp_path / f"empty-{len(partition_by)}"
+        sink = {"parquet": str(folder), "partition_by": partition_by}
+        Pipeline(source, [select], sink=sink, n_jobs=1).run()
+        assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "part-00000-0000.parquet"]
+        assert_same_rows(pq.read_table(folder), whole.select(columns).slice(0, 0))
 
 
 # --- explain -------------------------------------------------------------------
