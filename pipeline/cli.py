@@ -178,7 +178,7 @@ def _on_backend(args: argparse.Namespace, pipeline: Pipeline, backend: str | Non
         return EXIT_OK
     result = pipeline.run(**settings, progress=False if args.quiet else None)
     if args.report is not None:
-        atomic_write_json(args.report, result.report.to_dict())
+        atomic_write_json(args.report, {"status": "ok", **result.report.to_dict()})
     if not args.quiet:
         print(result.report.format())
         if result.reductions:
@@ -240,13 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _command(args)
     except SpecError as exc:
         print(f"chunkline: spec error in {args.spec}:\n{exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, "spec error", exc, EXIT_USAGE)
     except ChunklineError as exc:
         print(f"chunkline: {args.command} failed: {exc}", file=sys.stderr)
         details = _traceback_of(exc)
         if details:
             print(f"\ncaused by:\n{details}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(args, "failed", exc, EXIT_FAILED)
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
         what = (
@@ -255,7 +255,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             else f"stopped by {signal.Signals(signum).name}"
         )
         print(f"chunkline: {what}; outputs left untouched", file=sys.stderr)
-        return 128 + signum
+        return _failed(args, what, None, 128 + signum)
+
+
+def _failed(args: argparse.Namespace, status: str, exc: Exception | None, code: int) -> int:
+    """Write ``--report`` for a run that did not succeed (a nightly job reports those too)."""
+    path = getattr(args, "report", None)
+    if path is not None:
+        report: dict[str, object] = {"status": status, "exit_code": code}
+        if exc is not None:
+            report["error"] = str(exc)
+        if isinstance(exc, StageError):
+            report.update(stage=exc.stage, chunk=exc.chunk)
+        try:
+            atomic_write_json(path, report)
+        except OSError as error:
+            print(f"chunkline: cannot write the report {path}: {error}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -192,7 +192,7 @@ def test_report_file(project: Path) -> None:
     result = chunkline(project, "run", "spec.yaml", "--report", "reports/run.json")
     assert result.returncode == 0, result.stderr
     report = json.loads((project / "reports" / "run.json").read_text())
-    assert report["name"] == "tiny"
+    assert report["status"] == "ok" and report["name"] == "tiny"
     assert report["seconds"] > 0
     (only,) = report["passes"]
     assert only["chunks"] == 8 and only["rows_in"] == N_ROWS

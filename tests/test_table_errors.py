@@ -12,6 +12,7 @@ ran), 1 for bad data or a failed run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -121,10 +122,10 @@ def run_cli(spec: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def run_cli_process(spec: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m pipeline.cli run -q SPEC`` in a new process."""
+def run_cli_process(spec: Path, cwd: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline.cli run -q SPEC [more]`` in a new process."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "-q", str(spec)],
+        [sys.executable, "-m", "pipeline.cli", "run", "-q", str(spec), *more],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -763,9 +764,14 @@ def test_stage_failure_through_the_cli_process(data: Path, target: Path, tmp_pat
         stages=[stage],
         parallel={"n_jobs": 2},
     )
-    proc = run_cli_process(spec, tmp_path)
+    proc = run_cli_process(spec, tmp_path, "--report", "report.json")
     assert proc.returncode == EXIT_FAILED, proc.stderr
     assert re.search(STAGE_ERROR.format(b=r"data/b\.parquet"), proc.stderr), proc.stderr
+    # The report says how the run ended, for a scheduler to read.
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "failed" and report["exit_code"] == EXIT_FAILED
+    assert (report["stage"], report["chunk"]) == ("explode", 4)
+    assert re.search(STAGE_ERROR.format(b=r"data/b\.parquet"), report["error"])
     # The original traceback is shown too, down to the user's function.
     traceback = proc.stderr.split("caused by:", 1)[-1]
     assert "Traceback" in traceback and "in explode_on" in traceback
