@@ -78,8 +78,12 @@ def choose_split(candidates: Sequence[BaseEstimator], cores: int, split: str = "
 side by side, models would only contend for the cores)'
     >>> choose_split([Ridge()] * 8, 2).describe()
     '2 models at a time x 1 thread each (Ridge uses one core: models run side by side)'
+    >>> choose_split([Ridge()] * 8, 1).describe()
+    '1 model at a time x 1 thread each (one worker)'
     """
     cores = max(1, cores)
+    if cores == 1:
+        return Split(1, 1, "one worker")
     reasons = [parallelizes_itself(c) for c in candidates]
     kind = type(candidates[0]).__name__
     if split == "estimator" or (split == "auto" and all(reasons)):
