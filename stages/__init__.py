@@ -41,6 +41,7 @@ from .learning import (
     load_model,
     merge_column_moments,
     merge_ranges,
+    native_labels,
 )
 from .reductions import Count, Histogram, Max, Mean, Min, Moments, Std, Sum, Variance
 from .table_reductions import GroupBy, Profile
@@ -126,6 +127,7 @@ __all__ = [
     "merger_for",
     "n_jobs_is_deprecated",
     "nan_to_num",
+    "native_labels",
     "parallelizes_itself",
     "range_rows",
     "register_merge",
