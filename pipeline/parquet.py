@@ -203,7 +203,9 @@ class ParquetTarget:
             (self.staging / OPEN_MARKER).unlink()
             if self.options.single_file:
                 self._commit_single_file(schema)
-            elif self.options.mode == "append" and self.path.exists():
+                return
+            self._align_parts()
+            if self.options.mode == "append" and self.path.exists():
                 self._commit_append()
             else:
                 self._commit_replace(schema)
@@ -214,6 +216,37 @@ class ParquetTarget:
 
     def _parts(self) -> list[Path]:
         return sorted(p for p in self.staging.rglob("*.parquet") if p.is_file())
+
+    def _align_parts(self) -> None:
+        """Give every part the same columns' types, rewriting those that differ.
+
+        A chunk whose new column holds only nulls writes it as type ``null``,
+        where other chunks wrote ``string``: readers of the dataset take one
+        part's schema and fail on the others. Such parts are rewritten with
+        the common type; types that cannot be reconciled are refused.
+        """
+        parts = self._parts()
+        schemas = [pq.read_schema(part) for part in parts]
+        if all(s.equals(schemas[0]) for s in schemas[1:]):
+            return
+        try:  # the same names in the same order: workers check that already
+            common = pa.unify_schemas(schemas)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SinkError(
+                f"sink.parquet: the chunks' outputs for {self.path} disagree on a column's "
+                f"type ({exc}); cast it in a stage so that every chunk gives the same type"
+            ) from None
+        for part, schema in zip(parts, schemas, strict=True):
+            if not schema.equals(common):
+                table = pq.ParquetFile(part).read().select(common.names).cast(common)
+                rewritten = part.with_name(f".{part.name}")
+                pq.write_table(
+                    table,
+                    rewritten,
+                    row_group_size=self.options.row_group_size,
+                    **self.options.write_options(common),
+                )
+                os.replace(rewritten, part)
 
     def _commit_replace(self, schema: pa.Schema) -> None:
         if not self._parts():

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -696,6 +697,52 @@ def test_validate_refuses_a_target_the_run_would_refuse(
     spec = write_spec(tmp_path, {"parquet": str(data)}, {"parquet": str(target)}, stages=())
     assert cli_main(["validate", str(spec)]) == 1
     assert "already exists; set mode: overwrite or append" in capsys.readouterr().err
+
+
+def note_large(table: pa.Table) -> pa.Table:
+    """A new text column, all null in some chunks: pyarrow types those ``null``."""
+    notes = ["large" if a > 1.0 else None for a in table["amount"].to_pylist()]
+    return table.append_column("note", pa.array(notes))
+
+
+@pytest.mark.parametrize("partition_by", [[], ["cat"]])
+def test_chunks_whose_column_types_differ_make_one_readable_dataset(
+    data: Path, tmp_path: Path, partition_by: list[str]
+) -> None:
+    out = tmp_path / "notes"
+    Pipeline(
+        {"parquet": str(data)},
+        [Map(note_large)],
+        sink={"parquet": str(out), "partition_by": partition_by},
+        chunks={"rows": 5},
+    ).run(progress=False)
+    types = {pq.read_schema(p).field("note").type for p in out.rglob("*.parquet")}
+    assert types == {pa.string()}
+    back = ds.dataset(out, partitioning="hive" if partition_by else None).to_table()
+    expected = note_large(pq.read_table(data)).column("note").to_pylist()
+    assert sorted(back.column("note").to_pylist(), key=str) == sorted(expected, key=str)
+
+
+def text_in_one_chunk(table: pa.Table) -> pa.Table:
+    """A new column of numbers, but text in one chunk (the probe, with no rows, sees null)."""
+    ids = table["id"].to_pylist()
+    return table.append_column("note", pa.array(["x" if 45 in ids else 1 for _ in ids]))
+
+
+def test_chunks_whose_column_types_conflict_are_refused(data: Path, target: Path) -> None:
+    untouched = Untouched(target)
+    with pytest.raises(
+        SinkError,
+        match=r"the chunks' outputs for .*out disagree on a column's type \(.*int64 vs "
+        r"string\); cast it in a stage",
+    ):
+        Pipeline(
+            {"parquet": str(data)},
+            [Map(text_in_one_chunk)],
+            sink={"parquet": str(target), "mode": "overwrite"},
+            chunks={"rows": 10},
+        ).run(progress=False)
+    untouched.check()
 
 
 def test_stage_failure_leaves_an_appended_dataset_as_it_was(data: Path, target: Path) -> None:
