@@ -27,6 +27,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,12 @@ class ParquetTarget:
                 os.replace(old, self.path)
             raise
         shutil.rmtree(old, ignore_errors=True)
+        if old.exists():  # the run succeeded; say what is left, rather than fail it
+            warnings.warn(
+                f"sink.parquet: the old contents of {self.path} were moved to {old}, which "
+                "could not be deleted (permissions?): delete it by hand",
+                stacklevel=2,
+            )
 
     def _commit_append(self) -> None:
         self._check_appended_schema()

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -743,6 +744,22 @@ def test_chunks_whose_column_types_conflict_are_refused(data: Path, target: Path
             chunks={"rows": 10},
         ).run(progress=False)
     untouched.check()
+
+
+def test_old_contents_that_cannot_be_deleted_are_named(
+    data: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As when the old dataset's files are read-only: the new one is in place.
+    rmtree = shutil.rmtree
+
+    def keep_old(path: Any, ignore_errors: bool = False) -> None:
+        if not str(path).endswith(".old"):
+            rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr("pipeline.parquet.shutil.rmtree", keep_old)
+    with pytest.warns(UserWarning, match=r"old contents of .*out were moved to .*\.old, which "):
+        Pipeline({"parquet": str(data)}, [], sink=overwrite_sink(target)).run(progress=False)
+    assert pq.read_table(target).num_rows == 60
 
 
 def test_stage_failure_leaves_an_appended_dataset_as_it_was(data: Path, target: Path) -> None:
