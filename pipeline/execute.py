@@ -34,7 +34,7 @@ from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
 from .fitting import Applied, Feed, FitRun, TrainingRows, model_file
 from .parallel import ThreadTasks
-from .parquet import ParquetOptions, ParquetTarget
+from .parquet import ParquetOptions, ParquetTarget, open_parts_folder
 from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass
 from .probe import sample_of
 from .progress import progress_bar
@@ -171,9 +171,8 @@ def _prepare_outputs(
             assert sink.parquet is not None
             commit.parquet = ParquetTarget(sink.parquet, sink.parquet_options)
             return _Outputs("parquet", commit.parquet.open(), parquet=sink.parquet_options)
-        return _Outputs(
-            "parquet", workspace.folder(f"pass{p.index}-parquet"), parquet=ParquetOptions()
-        )
+        folder = open_parts_folder(workspace.path(f"pass{p.index}-parquet"))
+        return _Outputs("parquet", folder, parquet=ParquetOptions())
     y_meta = p.y_meta if isinstance(p.y_meta, ArrayMeta) else None
     want_y = y_meta is not None and (p.output != "sink" or sink.y is not None)
     if p.ragged:

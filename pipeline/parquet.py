@@ -38,7 +38,14 @@ import pyarrow.parquet as pq
 from .errors import SinkError, SpecError
 from .registry import did_you_mean
 
-__all__ = ["CODECS", "MODES", "ParquetOptions", "ParquetTarget", "write_table_part"]
+__all__ = [
+    "CODECS",
+    "MODES",
+    "ParquetOptions",
+    "ParquetTarget",
+    "open_parts_folder",
+    "write_table_part",
+]
 
 MODES = ("error", "overwrite", "append")
 #: Compression codecs the Parquet format supports.
@@ -116,14 +123,28 @@ def write_table_part(
 ) -> None:
     """Write one block of a chunk's output as part file(s) under ``folder`` (in a worker).
 
-    A partitioned write that ends after its run has given up removes the
-    folder it may have recreated (see the module).
+    ``folder`` was made by :func:`open_parts_folder`. A write that ends after
+    its run has given up removes the folder it may have written into, or
+    recreated (see the module).
     """
     if table.num_rows == 0:
         return
-    basename = f"part-{chunk:05d}-{block:04d}"
+    try:
+        _write_part(folder, f"part-{chunk:05d}-{block:04d}", table, options)
+    finally:
+        if not os.path.exists(os.path.join(folder, OPEN_MARKER)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_parts_folder(path: str | os.PathLike[str]) -> str:
+    """Create a folder for a run's part files, marked open (see the module)."""
+    os.makedirs(path, exist_ok=True)
+    Path(path, OPEN_MARKER).touch()
+    return os.fspath(path)
+
+
+def _write_part(folder: str, basename: str, table: pa.Table, options: ParquetOptions) -> None:
     if not options.partition_by:
-        # Into ``folder`` only: a late write fails rather than recreate it.
         pq.write_table(
             table,
             os.path.join(folder, f"{basename}.parquet"),
@@ -135,25 +156,21 @@ def write_table_part(
     import pyarrow.dataset as ds  # imports pandas (~0.4 s): only where tables are written
 
     file_options = ds.ParquetFileFormat().make_write_options(**options.write_options(data_schema))
-    try:
-        ds.write_dataset(
-            table,
-            folder,
-            format="parquet",
-            partitioning=list(options.partition_by),
-            partitioning_flavor="hive",
-            basename_template=f"{basename}-{{i}}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-            file_options=file_options,
-            max_rows_per_group=options.row_group_size or 1024 * 1024,
-            # pyarrow stops at 1024 partitions per write by default; a chunk
-            # may hold more (a few years of days): never more than its rows.
-            max_partitions=max(1024, table.num_rows),
-            use_threads=False,
-        )
-    finally:
-        if not os.path.exists(os.path.join(folder, OPEN_MARKER)):
-            shutil.rmtree(folder, ignore_errors=True)
+    ds.write_dataset(
+        table,
+        folder,
+        format="parquet",
+        partitioning=list(options.partition_by),
+        partitioning_flavor="hive",
+        basename_template=f"{basename}-{{i}}.parquet",
+        existing_data_behavior="overwrite_or_ignore",
+        file_options=file_options,
+        max_rows_per_group=options.row_group_size or 1024 * 1024,
+        # pyarrow stops at 1024 partitions per write by default; a chunk
+        # may hold more (a few years of days): never more than its rows.
+        max_partitions=max(1024, table.num_rows),
+        use_threads=False,
+    )
 
 
 class ParquetTarget:
@@ -182,7 +199,7 @@ class ParquetTarget:
         self.check()
         try:
             self.staging.mkdir(parents=True)
-            (self.staging / OPEN_MARKER).touch()
+            open_parts_folder(self.staging)
         except OSError as exc:
             raise SinkError(f"cannot create a folder beside {self.path}: {exc}") from exc
         return str(self.staging)
@@ -210,6 +227,8 @@ class ParquetTarget:
                 self._commit_append()
             else:
                 self._commit_replace(schema)
+        except SinkError:
+            raise
         except OSError as exc:
             raise SinkError(f"cannot commit the Parquet output at {self.path}: {exc}") from exc
         finally:
@@ -230,13 +249,7 @@ class ParquetTarget:
         schemas = [pq.read_schema(part) for part in parts]
         if all(s.equals(schemas[0]) for s in schemas[1:]):
             return
-        try:  # the same names in the same order: workers check that already
-            common = pa.unify_schemas(schemas)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SinkError(
-                f"sink.parquet: the chunks' outputs for {self.path} disagree on a column's "
-                f"type ({exc}); cast it in a stage so that every chunk gives the same type"
-            ) from None
+        common = self._common_schema(schemas)
         for part, schema in zip(parts, schemas, strict=True):
             if not schema.equals(common):
                 table = pq.ParquetFile(part).read().select(common.names).cast(common)
@@ -249,6 +262,16 @@ class ParquetTarget:
                 )
                 os.replace(rewritten, part)
 
+    def _common_schema(self, schemas: list[pa.Schema]) -> pa.Schema:
+        """The parts' schema: each column's type, where only some chunks could tell it."""
+        try:  # the same names in the same order: workers check that already
+            return pa.unify_schemas(schemas)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SinkError(
+                f"sink.parquet: the chunks' outputs for {self.path} disagree on a column's "
+                f"type ({exc}); cast it in a stage so that every chunk gives the same type"
+            ) from None
+
     def _commit_replace(self, schema: pa.Schema) -> None:
         if not self._parts():
             # No rows: one empty part keeps the columns, for readers downstream.
@@ -256,11 +279,16 @@ class ParquetTarget:
             pq.write_table(pa.schema(data).empty_table(), self.staging / "part-00000-0000.parquet")
         (self.staging / SUCCESS_MARKER).touch()
         old = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.old")
-        if self.path.exists():
-            os.replace(self.path, old)
         try:
+            if self.path.exists():
+                os.replace(self.path, old)
             os.replace(self.staging, self.path)
-        except BaseException:  # Ctrl-C too: the old contents go back
+        except BaseException:
+            # Ctrl-C too, which Python raises once a rename has returned: the
+            # files say how far it got. New contents in place go back to the
+            # staging folder (removed with it), and the old ones come back.
+            if not self.staging.exists() and self.path.exists():
+                os.replace(self.path, self.staging)
             if old.exists():
                 os.replace(old, self.path)
             raise
@@ -275,18 +303,24 @@ class ParquetTarget:
     def _commit_append(self) -> None:
         self._check_appended_schema()
         moved: list[tuple[Path, Path]] = []
+        made: list[Path] = []  # partition folders new to the dataset
         try:
             for part in self._parts():
                 relative = part.relative_to(self.staging)
                 # Unique per run, so that appended parts never replace old ones.
                 final = self.path / relative.with_name(f"{self.token}-{relative.name}")
-                final.parent.mkdir(parents=True, exist_ok=True)
+                if not final.parent.exists():
+                    made.append(final.parent)
+                    final.parent.mkdir(parents=True)
+                moved.append((part, final))  # before the move: Ctrl-C comes after it
                 os.replace(part, final)
-                moved.append((part, final))
         except BaseException:  # Ctrl-C too: the dataset is left as it was
             for part, final in reversed(moved):
                 with contextlib.suppress(OSError):
                     os.replace(final, part)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise
         (self.path / SUCCESS_MARKER).touch()
 
@@ -296,22 +330,22 @@ class ParquetTarget:
         old = next((p for p in sorted(self.path.rglob("*.parquet")) if p.is_file()), None)
         if not new or old is None:
             return
-        try:
-            pa.unify_schemas([pq.read_schema(old), pq.read_schema(new[0])])
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        # Readers take one file's schema for the dataset: the types must be equal
+        # (a null column beside a string one is as unreadable as int beside text).
+        theirs, ours = ([(f.name, f.type) for f in pq.read_schema(path)] for path in (old, new[0]))
+        if theirs != ours:
             raise SinkError(
-                f"sink.parquet: cannot append to {self.path}: the new rows' columns conflict "
-                f"with those of {old} ({exc}); write to another path, or use mode: overwrite"
-            ) from None
+                f"sink.parquet: cannot append to {self.path}: the new rows' columns "
+                f"({_columns(ours)}) differ from those of {old} ({_columns(theirs)}); "
+                "write to another path, or use mode: overwrite"
+            )
 
     def _commit_single_file(self, schema: pa.Schema) -> None:
         merged = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")
         parts = self._parts()
         if parts:
             # The probed schema saw no rows (null types); the parts know better.
-            schema = pa.unify_schemas(
-                [pq.read_schema(part) for part in parts], promote_options="permissive"
-            )
+            schema = self._common_schema([pq.read_schema(part) for part in parts])
         try:
             with pq.ParquetWriter(merged, schema, **self.options.write_options(schema)) as writer:
                 for part in parts:
@@ -321,6 +355,10 @@ class ParquetTarget:
             os.replace(merged, self.path)
         finally:
             merged.unlink(missing_ok=True)
+
+
+def _columns(fields: list[tuple[str, pa.DataType]]) -> str:
+    return ", ".join(f"{name}: {kind}" for name, kind in fields)
 
 
 def _non_empty(path: Path) -> bool:
