@@ -122,6 +122,8 @@ def _load(args: argparse.Namespace) -> Pipeline:
 def _command(args: argparse.Namespace) -> int:
     pipeline = _load(args)
     backend = getattr(args, "backend", None) or ("dask" if args.scheduler else None)
+    if args.scheduler and backend != "dask":
+        raise SpecError.at("--scheduler", f"names a dask cluster, but --backend is {backend}")
     with _cluster(args.scheduler, _uses_dask(pipeline, backend)):
         return _on_backend(args, pipeline, backend)
 
@@ -155,9 +157,8 @@ def _cluster(address: str | None, uses_dask: bool) -> Iterator[None]:
     try:
         client = distributed.Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:
-        raise SpecError.at(
-            "--scheduler", f"cannot reach the dask scheduler at {address}: {exc}"
-        ) from None
+        # Exit code 1, not 2: a scheduler down now may be up at the next try.
+        raise ChunklineError(f"cannot reach the dask scheduler at {address}: {exc}") from None
     with client:
         yield
 
@@ -216,7 +217,8 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def _stop(signum: int, frame: object) -> None:
     # Cleaning up must finish: a second Ctrl-C would leave staged files behind.
     for each in _STOP_SIGNALS:
-        signal.signal(each, signal.SIG_IGN)
+        if signal.getsignal(each) is _stop:
+            signal.signal(each, signal.SIG_IGN)
     raise _Stopped(signum)
 
 
@@ -226,10 +228,22 @@ def _stop_signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {each: signal.signal(each, _stop) for each in _STOP_SIGNALS}
-    yield  # after a stop, signals stay ignored: the command is ending anyway
-    for each, handler in previous.items():
-        signal.signal(each, handler)
+    # A signal ignored already (nohup's SIGHUP, SIGINT for `cmd &`) stays ignored.
+    previous = {
+        each: signal.signal(each, _stop)
+        for each in _STOP_SIGNALS
+        if signal.getsignal(each) is not signal.SIG_IGN
+    }
+    stopped = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        stopped = True  # signals stay ignored: the command is ending anyway
+        raise
+    finally:
+        if not stopped:
+            for each, handler in previous.items():
+                signal.signal(each, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

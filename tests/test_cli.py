@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import pipeline
+from pipeline.cli import main
 
 N_ROWS = 200
 
@@ -588,8 +589,11 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def start_slow_run(project: Path) -> subprocess.Popen[str]:
-    """Start a slow run in its own process group (so a terminal's Ctrl-C can be mimicked)."""
+def start_slow_run(project: Path, *, nohup: bool = False) -> subprocess.Popen[str]:
+    """Start a slow run in its own process group (so a terminal's Ctrl-C can be mimicked).
+
+    ``nohup``: started ignoring SIGHUP, as ``nohup`` starts a command.
+    """
     write_spec(project, "slow.yaml", SLOW_SPEC)
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", "slow.yaml"],
@@ -599,6 +603,7 @@ def start_slow_run(project: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
     )
 
 
@@ -664,6 +669,33 @@ def test_a_stop_signal_to_the_command_stops_cleanly(project: Path, signum: int, 
         assert not (project / "out" / "slow.npy").exists()
     finally:
         kill_if_running(proc)
+
+
+def test_a_run_started_with_nohup_outlives_its_terminal(project: Path) -> None:
+    proc = start_slow_run(project, nohup=True)
+    try:
+        children = _wait_until_running(project, proc)
+        proc.send_signal(signal.SIGHUP)  # the terminal closes
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _assert_interrupted_cleanly(project, proc, children, signal.SIGTERM, "stopped by SIGTERM")
+    finally:
+        kill_if_running(proc)
+
+
+def test_the_command_leaves_signal_handlers_as_it_found_them(project: Path) -> None:
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    assert main(["validate", str(project / "missing.yaml")]) == 2
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
+
+
+def test_a_scheduler_with_another_backend_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = str(project / "spec.yaml")
+    assert main(["run", "--backend", "loky", "--scheduler", "tcp://127.0.0.1:1", spec]) == 2
+    assert "--scheduler: names a dask cluster, but --backend is loky" in capsys.readouterr().err
 
 
 def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(project: Path) -> None:

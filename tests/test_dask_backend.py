@@ -150,7 +150,8 @@ def test_the_command_line_runs_on_the_scheduler_it_is_given(
 ):
     from pipeline.cli import main
 
-    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    # No scheduler known to dask either (DASK_SCHEDULER_ADDRESS is read on import).
+    monkeypatch.setitem(dask.config.config, "scheduler-address", None)
     spec = tmp_path / "spec.yaml"
     out = tmp_path / "out.npy"
     spec.write_text(
