@@ -284,19 +284,26 @@ def load_spec(path: str | os.PathLike[str]) -> Pipeline:
 
 
 def _sink_inside_source(source: Any, sink: Sink) -> list[SpecIssue]:
-    """A dataset written inside the folder it is read from grows with every run."""
+    """A dataset written inside the folder it is read from grows with every run.
+
+    So does one appended to its own source; overwriting it is fine (the run
+    reads it all before the commit replaces it).
+    """
     if sink.parquet is None or not isinstance(source, TableSource):
         return []
     target = os.path.realpath(sink.parquet)
     given = source.path
     paths = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    appends = sink.parquet_options.mode == "append"
     for path in paths:
         folder = os.path.realpath(path)
-        if target != folder and os.path.commonpath([target, folder]) == folder:
+        inside = os.path.commonpath([target, folder]) == folder
+        if inside and (target != folder or appends):
             return [
                 SpecIssue(
                     "sink.parquet",
-                    f"{sink.parquet} is inside the source folder {path}: each run would "
+                    f"{sink.parquet} is {'' if target == folder else 'inside '}the source "
+                    f"folder {path}: each run would "
                     "read the rows the runs before it wrote; write it elsewhere",
                 )
             ]

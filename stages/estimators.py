@@ -821,6 +821,7 @@ _DEFAULTS: dict[str, Any] = {
     "shuffle_chunks": False,
     "seed": 0,
     "sample_rows": 100_000,
+    "trusted": (),
 }
 
 

@@ -40,7 +40,7 @@ from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, ParameterGrid
 from threadpoolctl import threadpool_limits
 
-from pipeline.errors import SpecError
+from pipeline.errors import ChunklineError, SpecError
 from pipeline.parallel import ParallelSettings
 from pipeline.registry import did_you_mean
 from pipeline.stage import Fitted
@@ -205,11 +205,20 @@ def _fit_one(
                 score = float(
                     scorer(estimator, X_test, y_test) if scorer else estimator.score(X_test, y_test)
                 )
+    except ChunklineError:
+        raise  # chunkline's own errors say what is wrong already
     except Exception as exc:
-        raise ValueError(
-            f"candidate {candidate}, {described}, failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise _naming(exc, f"candidate {candidate}, {described}, failed: {exc}") from exc
     return estimator, seconds, score
+
+
+def _naming(exc: Exception, message: str) -> Exception:
+    """An exception of ``exc``'s type with ``message``; a ``ValueError`` when that type
+    cannot be made from a message alone."""
+    try:
+        return type(exc)(message)
+    except Exception:
+        return ValueError(message)
 
 
 @dataclass(frozen=True)

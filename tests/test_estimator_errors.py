@@ -383,6 +383,11 @@ def test_a_skops_forest_loads_only_with_its_types_trusted(tmp_path, rng):
         progress=False
     )
     np.testing.assert_array_equal(out.output, forest.predict_proba(X))
+    # Written back as given, and only where given.
+    (spec,) = Pipeline(str(tmp_path / "x.npy"), [trusting]).to_dict()["stages"]
+    assert spec["trusted"] == ["sklearn.tree._tree.Tree"]
+    (plain,) = Pipeline(str(tmp_path / "x.npy"), [Estimator(model=saved)]).to_dict()["stages"]
+    assert "trusted" not in plain
     with pytest.raises(SpecError, match=r"^trusted: only used to load a model: file ending in"):
         Estimator(model=str(tmp_path / "m" / "rf.joblib"), trusted=["sklearn.tree._tree.Tree"])
 

@@ -695,6 +695,9 @@ def test_a_sink_inside_its_source_folder_is_refused(data: Path) -> None:
     # Each run would read what the runs before it wrote: rows would multiply.
     with pytest.raises(SpecError, match=r"^sink\.parquet: .*clean is inside the source folder "):
         Pipeline({"parquet": str(data)}, [], sink={"parquet": str(data / "clean")})
+    with pytest.raises(SpecError, match=r"^sink\.parquet: .*data is the source folder "):
+        Pipeline({"parquet": str(data)}, [], sink={"parquet": str(data), "mode": "append"})
+    Pipeline({"parquet": str(data)}, [], sink={"parquet": str(data), "mode": "overwrite"})
 
 
 def test_single_file_needs_a_file_path(data: Path, tmp_path: Path) -> None:

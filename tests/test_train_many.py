@@ -195,7 +195,7 @@ def test_a_failing_candidate_is_named(xy, tmp_path):
     with pytest.raises(
         StageError,
         match=r"stage 'l' failed: ValueError: candidate 1, Ridge\(solver='lbfgs'\), failed: "
-        r"ValueError: 'lbfgs' solver can be used only when positive=True",
+        r"'lbfgs' solver can be used only when positive=True",
     ):
         run(X, y, stage, tmp_path, n_jobs=1)
 
