@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import joblib
 import numpy as np
@@ -505,16 +505,19 @@ def load_model(path: str | os.PathLike[str], trusted: Sequence[str] = ()) -> Any
 
 @dataclass
 class _WorkerModel:
-    """The model a worker process applies, loaded once from its file.
+    """The models a worker process applies, each loaded once from its file.
 
-    One per process: a worker applies one model at a time, and holding more
-    would keep older runs' models (and their files' pages) alive in reused
-    workers. Its own copy, so setting its n_jobs touches nobody else's.
+    A few per process (:attr:`KEEP`, the most recently used): a pass may apply
+    several saved models, one after the other in each chunk, and holding every
+    model ever applied would keep older runs' models (and their files' pages)
+    alive in reused workers. Each is its own copy, so setting its n_jobs
+    touches nobody else's.
     """
 
+    KEEP: ClassVar[int] = 4
+
     lock: threading.Lock = field(default_factory=threading.Lock)
-    key: tuple[Any, ...] = ()
-    model: Any = None
+    models: dict[str, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
 
     def get(self, path: str, single_thread: bool, trusted: tuple[str, ...]) -> Any:
         info = os.stat(path)
@@ -523,15 +526,17 @@ class _WorkerModel:
         # copied over it with its modification time kept (cp -p): the change
         # time moves on every write.
         stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
-        key = (path, *stamp, single_thread, trusted)
+        key = (*stamp, single_thread, trusted)
         with self.lock:  # threads of one pass share the process
-            if key != self.key:
-                self.model, self.key = None, ()
+            known, model = self.models.pop(path, ((), None))
+            if known != key:
                 model = load_model(path, trusted)
                 if single_thread:
                     model.set_params(n_jobs=1)
-                self.model, self.key = model, key
-            return self.model
+            self.models[path] = (key, model)  # the most recent last
+            while len(self.models) > self.KEEP:
+                del self.models[next(iter(self.models))]
+            return model
 
 
 _WORKER_MODEL = _WorkerModel()

@@ -409,6 +409,28 @@ def test_a_worker_reloads_a_model_copied_over_with_its_old_time(tmp_path, rng):
     assert _WORKER_MODEL.get(str(path), False, ()).coef_.tolist() == second.coef_.tolist()
 
 
+def test_a_worker_keeps_the_few_models_a_pass_applies(tmp_path, rng, monkeypatch):
+    # Two saved models applied in each chunk: each loaded once, not once per chunk.
+    from stages import learning
+
+    X = rng.standard_normal((N, D))
+    paths = []
+    for i in range(learning._WorkerModel.KEEP + 1):
+        paths.append(str(tmp_path / f"m{i}.joblib"))
+        joblib.dump(LinearRegression().fit(X, X @ np.full(D, float(i))), paths[-1])
+    loaded = []
+    load = learning.load_model
+    monkeypatch.setattr(learning, "load_model", lambda p, t=(): loaded.append(p) or load(p, t))
+    cache = learning._WorkerModel()
+    for _ in range(3):  # chunks
+        coefs = [cache.get(p, False, ()).coef_[0] for p in paths[:2]]
+        np.testing.assert_allclose(coefs, [0.0, 1.0], atol=1e-9)
+    assert loaded == paths[:2]
+    for path in paths:  # more than it keeps: the least recently used goes
+        cache.get(path, False, ())
+    assert list(cache.models) == paths[1:]
+
+
 def test_a_model_file_that_is_not_a_model(tmp_path, rng):
     X, _ = data(rng)
     card = tmp_path / "clf.json"
