@@ -204,9 +204,8 @@ class Plan:
         # The rows the fit learns from are what its feed stage, last in the pass,
         # hands on; while earlier models are unfitted, the nearest shape known before.
         seen = next((m for m in (*p.stage_metas[::-1], p.input_meta) if m is not None), None)
-        if seen is None:
-            return ""
-        return p.fit.describe_parent_memory(p.n_rows, seen.row_nbytes, p.chunk_rows)
+        row_nbytes = None if seen is None else seen.row_nbytes
+        return p.fit.describe_parent_memory(p.n_rows, row_nbytes, p.chunk_rows)
 
     def _describe_chunks(self, p: PassPlan) -> str:
         if p.input_meta is None:

@@ -623,11 +623,14 @@ class Fit(Stage):
         """
         return f"{self.name}: fit {getattr(self.schedule(), 'strategy', 'none')}"
 
-    def describe_parent_memory(self, n_rows: int | None, row_nbytes: int, chunk_rows: int) -> str:
+    def describe_parent_memory(
+        self, n_rows: int | None, row_nbytes: int | None, chunk_rows: int
+    ) -> str:
         """For ``explain``: what the fit holds in the parent process, or "" if nothing to say.
 
-        ``n_rows`` training rows (``None``: not known before the run) of
-        about ``row_nbytes`` each, in chunks of ``chunk_rows``. The pass's
-        estimated peak memory counts the workers, not this.
+        ``n_rows`` training rows of about ``row_nbytes`` each, in chunks of
+        ``chunk_rows`` (``None``: not known before the run, as when the rows
+        come from a model fitted earlier in the run). The pass's estimated
+        peak memory counts the workers, not this.
         """
         return ""

@@ -752,16 +752,28 @@ class Estimator(Fit):
             return None
         return [c for c in fitted.columns if c != self.target]
 
-    def describe_parent_memory(self, n_rows: int | None, row_nbytes: int, chunk_rows: int) -> str:
+    def describe_parent_memory(
+        self, n_rows: int | None, row_nbytes: int | None, chunk_rows: int
+    ) -> str:
         kind = type(self.unfitted).__name__
+
+        def about(rows: int | None) -> str:
+            if rows is None or row_nbytes is None:
+                return " (its size known when the pass starts)"
+            return f", about {format_bytes(rows * row_nbytes)}"
+
         if self.strategy == "merge":
             return "per-chunk statistics only (a few values per feature)"
         if self.strategy == "partial_fit":
-            return f"one chunk of rows at a time, about {format_bytes(chunk_rows * row_nbytes)}"
+            return f"one chunk of rows at a time{about(chunk_rows)}"
         if self.strategy == "sample":
             rows = self.sample_rows if n_rows is None else min(self.sample_rows, n_rows)
-            return f"the sample, about {format_bytes(rows * row_nbytes)}"
-        size = "" if n_rows is None else f" ({format_bytes(n_rows * row_nbytes)})"
+            return f"the sample of {rows} rows{about(rows)}"
+        size = (
+            ""
+            if n_rows is None or row_nbytes is None
+            else f" ({format_bytes(n_rows * row_nbytes)})"
+        )
         return (
             f"every row{size}, memory-mapped from the workspace: read, not copied, unless "
             f"{kind} converts or copies its input"

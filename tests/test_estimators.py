@@ -721,7 +721,7 @@ def test_a_stage_backend_overrides_the_threads_default_of_its_passes(rng, tmp_pa
         ),
         (
             Estimator("sklearn.linear_model.Ridge", fit="sample", sample_rows=100),
-            "the sample, about 3.9 KiB",  # 100 x 40 B
+            "the sample of 100 rows, about 3.9 KiB",  # 100 x 40 B
         ),
         (
             Estimator("sklearn.linear_model.Ridge", fit="full"),
@@ -734,3 +734,18 @@ def test_explain_says_what_a_fit_holds_in_the_parent(rng, stage, memory):
     X, y = make_xy(rng)
     explained = Pipeline(ArraySource(X, y.astype(float)), [stage], chunks=40).explain()
     assert f"  fit memory in the parent: {memory}\n" in explained + "\n", explained
+
+
+def test_explain_says_what_a_later_fit_holds_before_its_rows_are_known(rng):
+    # The classifier learns from rows the IncrementalPCA's pass wrote: their
+    # size is known only when that pass has run.
+    X, y = make_xy(rng)
+    stages = [
+        Estimator(StandardScaler(), name="scale"),
+        Estimator(IncrementalPCA(2), name="pca"),
+        Estimator(SGDClassifier(), name="clf"),
+    ]
+    explained = Pipeline(ArraySource(X, y), stages, chunks=40).explain()
+    clf = explained.split("then fit 'clf'", 1)[1]
+    expected = "one chunk of rows at a time (its size known when the pass starts)"
+    assert f"  fit memory in the parent: {expected}\n" in clf, explained
