@@ -268,7 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if signum == signal.SIGINT
             else f"stopped by {signal.Signals(signum).name}"
         )
-        print(f"chunkline: {what}; outputs left untouched", file=sys.stderr)
+        # A stop held back while the outputs moved into place comes after them.
+        outputs = (
+            "all outputs written"
+            if getattr(exc, "committed", False)
+            else ("outputs left untouched")
+        )
+        print(f"chunkline: {what}; {outputs}", file=sys.stderr)
         return _failed(args, what, None, 128 + signum)
 
 

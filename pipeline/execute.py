@@ -17,6 +17,8 @@ import functools
 import glob
 import itertools
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -127,22 +129,73 @@ class _Commit:
         self.folders.extend(reversed(missing))
 
     def commit(self, schema: pa.Schema | None) -> None:
-        # The Parquet target first: its checks (mode, appended columns) may refuse it.
+        # The Parquet target is prepared first: its checks (mode, appended
+        # columns) may refuse it, and a single file's merge takes a while.
         if self.parquet is not None:
             assert schema is not None
-            self.parquet.commit(schema)
-            self.parquet = None
-        for temporary, final in self.moves:
-            try:
-                if temporary is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(final)
-                else:
-                    os.replace(temporary, final)
-            except OSError as exc:
-                raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
+            self.parquet.prepare(schema)
+        # Then only renames, with Ctrl-C held back: all the outputs move, or none.
+        with _stops_held_back():
+            if self.parquet is not None:
+                self.parquet.publish()
+                self.parquet = None
+            for temporary, final in self.moves:
+                try:
+                    if temporary is None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.remove(final)
+                    else:
+                        os.replace(temporary, final)
+                except OSError as exc:
+                    raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
         self.moves.clear()
         self.folders.clear()
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stops_held_back() -> Iterator[None]:
+    """Hold stop signals back while outputs move into place; deliver them afterwards.
+
+    Their handlers are swapped for one that notes the signal; on leaving, the
+    first one noted goes to the handler it was meant for (Ctrl-C's raises
+    ``KeyboardInterrupt``, with ``committed`` set when every output was moved,
+    which the command line then says). Blocking the signals instead would
+    only hold them back from this thread: the kernel hands a process's
+    signal to any of its threads. Only the main thread can swap handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, Any] = {
+        each: signal.signal(each, lambda signum, frame: held.append(signum))
+        for each in _STOP_SIGNALS
+        if signal.getsignal(each) is not signal.SIG_IGN
+    }
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+        if held:
+            try:
+                _deliver(held[0], previous[held[0]])
+            except KeyboardInterrupt as exc:
+                exc.committed = done  # type: ignore[attr-defined]
+                raise
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """What ``signum`` would have done, had it not been held back."""
+    if callable(handler):
+        handler(signum, None)
+    else:  # the default action (SIG_DFL): now that the handler is back
+        signal.raise_signal(signum)
 
 
 def _npy_destination(

@@ -209,30 +209,59 @@ class ParquetTarget:
         # The marker goes first: a task still writing then cleans up after itself.
         (self.staging / OPEN_MARKER).unlink(missing_ok=True)
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._merged.unlink(missing_ok=True)
 
-    def commit(self, schema: pa.Schema) -> None:
-        """Move the staged parts into place (and merge them, for ``single_file``).
+    @property
+    def _merged(self) -> Path:
+        """Where ``single_file`` merges the parts before moving the file into place."""
+        return self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")
 
-        ``schema`` is the output's, for a single file when no row was written.
+    @property
+    def _appends(self) -> bool:
+        return self.options.mode == "append" and self.path.exists()
+
+    def prepare(self, schema: pa.Schema) -> None:
+        """Make the output ready to move into place, leaving the target untouched.
+
+        Checks the target again (it may have appeared or changed while the run
+        worked), gives the parts one schema, and merges them for
+        ``single_file``: this may take a while, and :meth:`abort` undoes it.
+        ``schema`` is the output's, for when no row was written.
         """
-        # Again: the target may have appeared, or changed, while the run worked.
         self.check()
         try:
             (self.staging / OPEN_MARKER).unlink()
             if self.options.single_file:
-                self._commit_single_file(schema)
+                self._merge(schema)
                 return
             self._align_parts()
-            if self.options.mode == "append" and self.path.exists():
-                self._commit_append()
-            else:
-                self._commit_replace(schema)
+            if self._appends:
+                self._check_appended_schema()
+                return
+            if not self._parts():
+                # No rows: one empty part keeps the columns, for readers downstream.
+                data = [f for f in schema if f.name not in self.options.partition_by]
+                empty = pa.schema(data).empty_table()
+                pq.write_table(empty, self.staging / "part-00000-0000.parquet")
+            (self.staging / SUCCESS_MARKER).touch()
         except SinkError:
             raise
         except OSError as exc:
+            raise SinkError(f"cannot prepare the Parquet output at {self.path}: {exc}") from exc
+
+    def publish(self) -> None:
+        """Move the prepared output into place: renames only, so quick."""
+        try:
+            if self.options.single_file:
+                os.replace(self._merged, self.path)
+            elif self._appends:
+                self._commit_append()
+            else:
+                self._commit_replace()
+        except OSError as exc:
             raise SinkError(f"cannot commit the Parquet output at {self.path}: {exc}") from exc
         finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            self.abort()  # what is left of the staging folder and the merge
 
     def _parts(self) -> list[Path]:
         return sorted(p for p in self.staging.rglob("*.parquet") if p.is_file())
@@ -272,12 +301,7 @@ class ParquetTarget:
                 f"type ({exc}); cast it in a stage so that every chunk gives the same type"
             ) from None
 
-    def _commit_replace(self, schema: pa.Schema) -> None:
-        if not self._parts():
-            # No rows: one empty part keeps the columns, for readers downstream.
-            data = [f for f in schema if f.name not in self.options.partition_by]
-            pq.write_table(pa.schema(data).empty_table(), self.staging / "part-00000-0000.parquet")
-        (self.staging / SUCCESS_MARKER).touch()
+    def _commit_replace(self) -> None:
         old = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.old")
         try:
             if self.path.exists():
@@ -301,7 +325,6 @@ class ParquetTarget:
             )
 
     def _commit_append(self) -> None:
-        self._check_appended_schema()
         moved: list[tuple[Path, Path]] = []
         made: list[Path] = []  # partition folders new to the dataset
         try:
@@ -340,21 +363,18 @@ class ParquetTarget:
                 "write to another path, or use mode: overwrite"
             )
 
-    def _commit_single_file(self, schema: pa.Schema) -> None:
-        merged = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")
+    def _merge(self, schema: pa.Schema) -> None:
+        """Copy the parts' row groups, one at a time, into the single file to publish."""
         parts = self._parts()
         if parts:
             # The probed schema saw no rows (null types); the parts know better.
             schema = self._common_schema([pq.read_schema(part) for part in parts])
-        try:
-            with pq.ParquetWriter(merged, schema, **self.options.write_options(schema)) as writer:
-                for part in parts:
-                    source = pq.ParquetFile(part)
-                    for i in range(source.num_row_groups):
-                        writer.write_table(source.read_row_group(i).cast(schema))
-            os.replace(merged, self.path)
-        finally:
-            merged.unlink(missing_ok=True)
+        options = self.options.write_options(schema)
+        with pq.ParquetWriter(self._merged, schema, **options) as writer:
+            for part in parts:
+                source = pq.ParquetFile(part)
+                for i in range(source.num_row_groups):
+                    writer.write_table(source.read_row_group(i).cast(schema))
 
 
 def _columns(fields: list[tuple[str, pa.DataType]]) -> str:

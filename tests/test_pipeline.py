@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -706,3 +707,35 @@ def test_to_dict_refuses_stages_built_from_python_objects(tmp_path, save_npy):
     pipe = Pipeline(save_npy("x", np.ones((3, 2))), [Map(np.sqrt)])
     with pytest.raises(TypeError, match="stage 'sqrt' was built from a Python object"):
         pipe.to_dict()
+
+
+def test_ctrl_c_while_outputs_move_into_place_waits_until_all_have(tmp_path, monkeypatch):
+    # A real SIGINT, sent as the first output is renamed into place: it is
+    # held back until every output has moved, then raised, saying so.
+    X = np.arange(60.0).reshape(30, 2)
+    y = np.arange(30)
+    finals = [tmp_path / "x.npy", tmp_path / "y.npy", tmp_path / "stats.json"]
+    for path in finals:
+        path.write_text("old")
+    replace = os.replace
+
+    def interrupted(src: Any, dst: Any) -> None:
+        if str(dst) in map(str, finals):
+            os.kill(os.getpid(), signal.SIGINT)
+        replace(src, dst)
+
+    monkeypatch.setattr("pipeline.execute.os.replace", interrupted)
+    pipe = Pipeline(
+        ArraySource(X, y),
+        [Reduce("sum")],
+        sink={"npy": str(finals[0]), "y": str(finals[1]), "reductions": str(finals[2])},
+        chunks=10,
+        n_jobs=1,
+    )
+    with pytest.raises(KeyboardInterrupt) as info:
+        pipe.run(progress=False)
+    assert info.value.committed is True
+    np.testing.assert_array_equal(np.load(finals[0]), X)
+    np.testing.assert_array_equal(np.load(finals[1]), y)
+    assert json.loads(finals[2].read_text())["sum"] == X.sum(axis=0).tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json", "x.npy", "y.npy"]
