@@ -23,6 +23,7 @@ from pathlib import Path
 from . import __version__
 from .chunking import counted
 from .errors import ChunklineError, SpecError, StageError
+from .execute import STOP_SIGNALS
 from .pipeline import Pipeline, load_spec
 from .sinks import atomic_write_json, to_jsonable
 from .stage import BACKENDS
@@ -211,12 +212,9 @@ class _Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def _stop(signum: int, frame: object) -> None:
     # Cleaning up must finish: a second Ctrl-C would leave staged files behind.
-    for each in _STOP_SIGNALS:
+    for each in STOP_SIGNALS:
         if signal.getsignal(each) is _stop:
             signal.signal(each, signal.SIG_IGN)
     raise _Stopped(signum)
@@ -231,7 +229,7 @@ def _stop_signals_interrupt() -> Iterator[None]:
     # A signal ignored already (nohup's SIGHUP, SIGINT for `cmd &`) stays ignored.
     previous = {
         each: signal.signal(each, _stop)
-        for each in _STOP_SIGNALS
+        for each in STOP_SIGNALS
         if signal.getsignal(each) is not signal.SIG_IGN
     }
     stopped = False
@@ -269,20 +267,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             else f"stopped by {signal.Signals(signum).name}"
         )
         # A stop held back while the outputs moved into place comes after them.
-        outputs = (
-            "all outputs written"
-            if getattr(exc, "committed", False)
-            else ("outputs left untouched")
-        )
+        committed = bool(getattr(exc, "committed", False))
+        outputs = "all outputs written" if committed else "outputs left untouched"
         print(f"chunkline: {what}; {outputs}", file=sys.stderr)
-        return _failed(args, what, None, 128 + signum)
+        return _failed(args, what, None, 128 + signum, committed=committed)
 
 
-def _failed(args: argparse.Namespace, status: str, exc: Exception | None, code: int) -> int:
-    """Write ``--report`` for a run that did not succeed (a nightly job reports those too)."""
+def _failed(
+    args: argparse.Namespace,
+    status: str,
+    exc: Exception | None,
+    code: int,
+    *,
+    committed: bool = False,
+) -> int:
+    """Write ``--report`` for a run that did not succeed (a nightly job reports those too).
+
+    ``committed``: stopped only once every output was in place.
+    """
     path = getattr(args, "report", None)
     if path is not None:
-        report: dict[str, object] = {"status": status, "exit_code": code}
+        report: dict[str, object] = {"status": status, "exit_code": code, "committed": committed}
         if exc is not None:
             report["error"] = str(exc)
         if isinstance(exc, StageError):

@@ -135,67 +135,96 @@ class _Commit:
             assert schema is not None
             self.parquet.prepare(schema)
         # Then only renames, with Ctrl-C held back: all the outputs move, or none.
-        with _stops_held_back():
-            if self.parquet is not None:
-                self.parquet.publish()
-                self.parquet = None
-            for temporary, final in self.moves:
-                try:
-                    if temporary is None:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.remove(final)
-                    else:
-                        os.replace(temporary, final)
-                except OSError as exc:
-                    raise SinkError(f"cannot move the output into place at {final}: {exc}") from exc
-        self.moves.clear()
-        self.folders.clear()
+        parquet, self.parquet = self.parquet, None
+        published = False
+        try:
+            with _stops_held_back():  # a stop held back is raised on leaving it
+                if parquet is not None:
+                    parquet.publish()
+                for temporary, final in self.moves:
+                    try:
+                        if temporary is None:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.remove(final)
+                        else:
+                            os.replace(temporary, final)
+                    except OSError as exc:
+                        raise SinkError(
+                            f"cannot move the output into place at {final}: {exc}"
+                        ) from exc
+                published = True
+        finally:
+            if published:
+                self.moves.clear()
+                self.folders.clear()
+                if parquet is not None:
+                    parquet.finish()  # deleting the old contents takes a while: not held back
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Signals that stop a run (SIGHUP only where there is one).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 @contextlib.contextmanager
 def _stops_held_back() -> Iterator[None]:
     """Hold stop signals back while outputs move into place; deliver them afterwards.
 
-    Their handlers are swapped for one that notes the signal; on leaving, the
-    first one noted goes to the handler it was meant for (Ctrl-C's raises
-    ``KeyboardInterrupt``, with ``committed`` set when every output was moved,
-    which the command line then says). Blocking the signals instead would
-    only hold them back from this thread: the kernel hands a process's
-    signal to any of its threads. Only the main thread can swap handlers.
+    Their Python handlers are swapped for one that notes the signal; on
+    leaving, every handler is put back, then the first signal noted goes to
+    the handler it was meant for (Ctrl-C's raises ``KeyboardInterrupt``,
+    marked ``committed``, which the command line reports). If the moves
+    failed, their error is raised instead. Blocking the signals would only
+    hold them back from this thread: the kernel hands a process's signal to
+    any thread that does not block it. Only the main thread can swap handlers.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous: dict[int, Any] = {
-        each: signal.signal(each, lambda signum, frame: held.append(signum))
-        for each in _STOP_SIGNALS
-        if signal.getsignal(each) is not signal.SIG_IGN
-    }
+    previous: dict[int, Any] = {}
     done = False
     try:
+        for each in STOP_SIGNALS:
+            handler = signal.getsignal(each)
+            if handler is not signal.SIG_IGN and handler is not None:  # None: set from C
+                previous[each] = handler  # first: a stop may come at any line
+                signal.signal(each, lambda signum, frame: held.append(signum))
         yield
         done = True
     finally:
-        for each, handler in previous.items():
-            signal.signal(each, handler)
-        if held:
-            try:
-                _deliver(held[0], previous[held[0]])
-            except KeyboardInterrupt as exc:
-                exc.committed = done  # type: ignore[attr-defined]
-                raise
+        late = _put_back(previous)
+    stop = late or (_deliver(held[0], previous[held[0]]) if held and done else None)
+    if stop is not None:
+        stop.committed = done  # type: ignore[attr-defined]
+        raise stop
 
 
-def _deliver(signum: int, handler: Any) -> None:
-    """What ``signum`` would have done, had it not been held back."""
-    if callable(handler):
-        handler(signum, None)
-    else:  # the default action (SIG_DFL): now that the handler is back
-        signal.raise_signal(signum)
+def _put_back(handlers: dict[int, Any]) -> KeyboardInterrupt | None:
+    """Put every handler back, even if a stop comes meanwhile; return that stop."""
+    stop = None
+    remaining = list(handlers.items())
+    while remaining:
+        try:
+            while remaining:
+                signal.signal(*remaining[0])
+                remaining.pop(0)
+        except KeyboardInterrupt as exc:  # a restored handler met its signal
+            stop = stop or exc
+    return stop
+
+
+def _deliver(signum: int, handler: Any) -> KeyboardInterrupt | None:
+    """What ``signum`` would have done, had it not been held back: its stop, if it raises one."""
+    try:
+        if callable(handler):
+            handler(signum, None)
+        else:  # the default action (SIG_DFL): now that the handler is back
+            signal.raise_signal(signum)
+    except KeyboardInterrupt as exc:
+        return exc
+    return None
 
 
 def _npy_destination(

@@ -181,6 +181,7 @@ class ParquetTarget:
         self.options = options
         self.token = secrets.token_hex(4)
         self.staging = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.tmp")
+        self._target_existed = False  # set by prepare
 
     def check(self) -> None:
         """Refuse, before any work, a target that the mode does not allow."""
@@ -217,8 +218,9 @@ class ParquetTarget:
         return self.path.with_name(f".{self.path.name}.chunkline-{self.token}.merge")
 
     @property
-    def _appends(self) -> bool:
-        return self.options.mode == "append" and self.path.exists()
+    def _old(self) -> Path:
+        """Where an overwrite moves the old contents, until they are deleted."""
+        return self.path.with_name(f".{self.path.name}.chunkline-{self.token}.old")
 
     def prepare(self, schema: pa.Schema) -> None:
         """Make the output ready to move into place, leaving the target untouched.
@@ -229,13 +231,15 @@ class ParquetTarget:
         ``schema`` is the output's, for when no row was written.
         """
         self.check()
+        # Decided once: publish must do what was prepared (see publish).
+        self._target_existed = self.path.exists()
         try:
             (self.staging / OPEN_MARKER).unlink()
             if self.options.single_file:
                 self._merge(schema)
                 return
             self._align_parts()
-            if self._appends:
+            if self.options.mode == "append" and self._target_existed:
                 self._check_appended_schema()
                 return
             if not self._parts():
@@ -250,18 +254,37 @@ class ParquetTarget:
             raise SinkError(f"cannot prepare the Parquet output at {self.path}: {exc}") from exc
 
     def publish(self) -> None:
-        """Move the prepared output into place: renames only, so quick."""
+        """Move the prepared output into place: renames only, so quick.
+
+        Deleting what is left (an overwrite's old contents) is :meth:`finish`'s.
+        """
+        if self.path.exists() != self._target_existed:
+            self.abort()
+            raise SinkError(
+                f"sink.parquet: {self.path} was created or removed by someone else while "
+                "this run was committing; nothing was written"
+            )
         try:
             if self.options.single_file:
                 os.replace(self._merged, self.path)
-            elif self._appends:
+            elif self.options.mode == "append" and self._target_existed:
                 self._commit_append()
             else:
                 self._commit_replace()
         except OSError as exc:
             raise SinkError(f"cannot commit the Parquet output at {self.path}: {exc}") from exc
         finally:
-            self.abort()  # what is left of the staging folder and the merge
+            self.abort()  # what is left of the staging folder and the merge: renames only
+
+    def finish(self) -> None:
+        """Delete an overwrite's old contents, once the new ones are in place."""
+        shutil.rmtree(self._old, ignore_errors=True)
+        if self._old.exists():  # the run succeeded; say what is left, rather than fail it
+            warnings.warn(
+                f"sink.parquet: the old contents of {self.path} were moved to {self._old}, "
+                "which could not be deleted (permissions?): delete it by hand",
+                stacklevel=2,
+            )
 
     def _parts(self) -> list[Path]:
         return sorted(p for p in self.staging.rglob("*.parquet") if p.is_file())
@@ -302,7 +325,7 @@ class ParquetTarget:
             ) from None
 
     def _commit_replace(self) -> None:
-        old = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.old")
+        old = self._old
         try:
             if self.path.exists():
                 os.replace(self.path, old)
@@ -316,13 +339,6 @@ class ParquetTarget:
             if old.exists():
                 os.replace(old, self.path)
             raise
-        shutil.rmtree(old, ignore_errors=True)
-        if old.exists():  # the run succeeded; say what is left, rather than fail it
-            warnings.warn(
-                f"sink.parquet: the old contents of {self.path} were moved to {old}, which "
-                "could not be deleted (permissions?): delete it by hand",
-                stacklevel=2,
-            )
 
     def _commit_append(self) -> None:
         moved: list[tuple[Path, Path]] = []

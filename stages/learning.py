@@ -530,12 +530,15 @@ class _WorkerModel:
         with self.lock:  # threads of one pass share the process
             known, model = self.models.pop(path, ((), None))
             if known != key:
+                # The stale model and the least recently used go before loading:
+                # never more than KEEP models at once.
+                model = None
+                while len(self.models) >= self.KEEP:
+                    del self.models[next(iter(self.models))]
                 model = load_model(path, trusted)
                 if single_thread:
                     model.set_params(n_jobs=1)
             self.models[path] = (key, model)  # the most recent last
-            while len(self.models) > self.KEEP:
-                del self.models[next(iter(self.models))]
             return model
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from pipeline import (
     TableSource,
 )
 from pipeline.cli import main as cli_main
+from pipeline.parquet import ParquetTarget
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 AVAILABLE = "available columns: id, amount, cat"
@@ -676,6 +678,56 @@ def test_ctrl_c_while_committing_leaves_the_target_as_it_was(
     with pytest.raises(KeyboardInterrupt):
         pipe.run(progress=False)
     untouched.check()
+
+
+def test_a_real_ctrl_c_while_publishing_waits_until_every_output_is_in_place(
+    data: Path, target: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGINT arrives as the new dataset is renamed over the old one; the
+    # statistics' file moves after it. Both move, then the stop is raised.
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    replace = os.replace
+
+    def interrupted(src: Any, dst: Any) -> None:
+        if str(dst) == str(target):
+            os.kill(os.getpid(), signal.SIGINT)
+        replace(src, dst)
+
+    monkeypatch.setattr("pipeline.parquet.os.replace", interrupted)
+    stats = tmp_path / "stats.json"
+    pipe = Pipeline(
+        {"parquet": str(data)},
+        [Reduce("count")],
+        sink={"parquet": str(target), "mode": "overwrite", "reductions": str(stats)},
+        chunks={"rows": 10},
+    )
+    with pytest.raises(KeyboardInterrupt) as info:
+        pipe.run(progress=False)
+    assert info.value.committed is True
+    assert pq.read_table(target).num_rows == 60
+    assert json.loads(stats.read_text())["count"] == 60
+    assert [p.name for p in tmp_path.iterdir() if ".chunkline-" in p.name] == []
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
+
+
+def test_a_target_created_while_committing_an_append_is_left_alone(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "appended"
+    prepare = ParquetTarget.prepare
+
+    def then_someone_writes(self: ParquetTarget, schema: pa.Schema) -> None:
+        prepare(self, schema)
+        target.mkdir()
+        pq.write_table(pa.table({"theirs": [1]}), target / "theirs.parquet")
+
+    monkeypatch.setattr(ParquetTarget, "prepare", then_someone_writes)
+    with pytest.raises(SinkError, match=r"appended was created or removed by someone else"):
+        Pipeline({"parquet": str(data)}, [], sink={"parquet": str(target), "mode": "append"}).run(
+            progress=False
+        )
+    assert sorted(p.name for p in target.iterdir()) == ["theirs.parquet"]
+    assert [p.name for p in tmp_path.iterdir() if ".chunkline-" in p.name] == []
 
 
 def test_a_chunk_may_write_more_than_1024_partitions(tmp_path: Path) -> None:
