@@ -23,8 +23,8 @@ from pathlib import Path
 from . import __version__
 from .chunking import counted
 from .errors import ChunklineError, SpecError, StageError
-from .execute import STOP_SIGNALS
 from .pipeline import Pipeline, load_spec
+from .signals import STOP_SIGNALS
 from .sinks import atomic_write_json, to_jsonable
 from .stage import BACKENDS
 
@@ -179,12 +179,16 @@ def _on_backend(args: argparse.Namespace, pipeline: Pipeline, backend: str | Non
         print(pipeline.explain(**settings))
         return EXIT_OK
     result = pipeline.run(**settings, progress=False if args.quiet else None)
-    if args.report is not None:
-        atomic_write_json(args.report, {"status": "ok", **result.report.to_dict()})
-    if not args.quiet:
-        print(result.report.format())
-        if result.reductions:
-            print(json.dumps(to_jsonable(result.reductions), indent=2))
+    try:
+        if args.report is not None:
+            atomic_write_json(args.report, {"status": "ok", **result.report.to_dict()})
+        if not args.quiet:
+            print(result.report.format())
+            if result.reductions:
+                print(json.dumps(to_jsonable(result.reductions), indent=2))
+    except KeyboardInterrupt as exc:
+        exc.committed = True  # type: ignore[attr-defined]  # the run is done
+        raise
     return EXIT_OK
 
 

@@ -17,8 +17,6 @@ import functools
 import glob
 import itertools
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -41,6 +39,7 @@ from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass
 from .probe import sample_of
 from .progress import progress_bar
 from .report import FitReport, PassReport, RunReport, StageReport
+from .signals import stops_held_back
 from .sinks import (
     Sink,
     allocate_npy,
@@ -103,6 +102,7 @@ class _Commit:
     moves: list[tuple[str | None, str]] = field(default_factory=list)
     parquet: ParquetTarget | None = None
     folders: list[str] = field(default_factory=list)  # made for outputs; removed if empty
+    committed: bool = False  # every output is in place
 
     def abort(self) -> None:
         for temporary, _ in self.moves:
@@ -136,9 +136,10 @@ class _Commit:
             self.parquet.prepare(schema)
         # Then only renames, with Ctrl-C held back: all the outputs move, or none.
         parquet, self.parquet = self.parquet, None
-        published = False
-        try:
-            with _stops_held_back():  # a stop held back is raised on leaving it
+        # Stops wait until the outputs are in place and the old contents gone:
+        # stopped in between, a run would leave the old ones beside the new.
+        with stops_held_back():  # a stop held back is raised on leaving it (see execute_plan)
+            try:
                 if parquet is not None:
                     parquet.publish()
                 for temporary, final in self.moves:
@@ -152,79 +153,12 @@ class _Commit:
                         raise SinkError(
                             f"cannot move the output into place at {final}: {exc}"
                         ) from exc
-                published = True
-        finally:
-            if published:
                 self.moves.clear()
                 self.folders.clear()
+                self.committed = True
+            finally:
                 if parquet is not None:
-                    parquet.finish()  # deleting the old contents takes a while: not held back
-
-
-#: Signals that stop a run (SIGHUP only where there is one).
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-@contextlib.contextmanager
-def _stops_held_back() -> Iterator[None]:
-    """Hold stop signals back while outputs move into place; deliver them afterwards.
-
-    Their Python handlers are swapped for one that notes the signal; on
-    leaving, every handler is put back, then the first signal noted goes to
-    the handler it was meant for (Ctrl-C's raises ``KeyboardInterrupt``,
-    marked ``committed``, which the command line reports). If the moves
-    failed, their error is raised instead. Blocking the signals would only
-    hold them back from this thread: the kernel hands a process's signal to
-    any thread that does not block it. Only the main thread can swap handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous: dict[int, Any] = {}
-    done = False
-    try:
-        for each in STOP_SIGNALS:
-            handler = signal.getsignal(each)
-            if handler is not signal.SIG_IGN and handler is not None:  # None: set from C
-                previous[each] = handler  # first: a stop may come at any line
-                signal.signal(each, lambda signum, frame: held.append(signum))
-        yield
-        done = True
-    finally:
-        late = _put_back(previous)
-    stop = late or (_deliver(held[0], previous[held[0]]) if held and done else None)
-    if stop is not None:
-        stop.committed = done  # type: ignore[attr-defined]
-        raise stop
-
-
-def _put_back(handlers: dict[int, Any]) -> KeyboardInterrupt | None:
-    """Put every handler back, even if a stop comes meanwhile; return that stop."""
-    stop = None
-    remaining = list(handlers.items())
-    while remaining:
-        try:
-            while remaining:
-                signal.signal(*remaining[0])
-                remaining.pop(0)
-        except KeyboardInterrupt as exc:  # a restored handler met its signal
-            stop = stop or exc
-    return stop
-
-
-def _deliver(signum: int, handler: Any) -> KeyboardInterrupt | None:
-    """What ``signum`` would have done, had it not been held back: its stop, if it raises one."""
-    try:
-        if callable(handler):
-            handler(signum, None)
-        else:  # the default action (SIG_DFL): now that the handler is back
-            signal.raise_signal(signum)
-    except KeyboardInterrupt as exc:
-        return exc
-    return None
+                    parquet.finish()  # nothing to delete unless the new contents are in
 
 
 def _npy_destination(
@@ -629,6 +563,10 @@ def execute_plan(
         commit.commit(output_schema)
         if last is not None and last.output == "sink":
             result.x, result.y = _open_sink(sink, current)
+    except KeyboardInterrupt as exc:
+        if commit.committed:  # a stop once the outputs were in place: say so
+            exc.committed = True  # type: ignore[attr-defined]
+        raise
     finally:
         commit.abort()
     result.report = RunReport(

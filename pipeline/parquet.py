@@ -182,6 +182,7 @@ class ParquetTarget:
         self.token = secrets.token_hex(4)
         self.staging = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.tmp")
         self._target_existed = False  # set by prepare
+        self._published = False  # set by publish
 
     def check(self) -> None:
         """Refuse, before any work, a target that the mode does not allow."""
@@ -271,6 +272,7 @@ class ParquetTarget:
                 self._commit_append()
             else:
                 self._commit_replace()
+            self._published = True
         except OSError as exc:
             raise SinkError(f"cannot commit the Parquet output at {self.path}: {exc}") from exc
         finally:
@@ -278,6 +280,8 @@ class ParquetTarget:
 
     def finish(self) -> None:
         """Delete an overwrite's old contents, once the new ones are in place."""
+        if not self._published:  # then the old contents are all there is
+            return
         shutil.rmtree(self._old, ignore_errors=True)
         if self._old.exists():  # the run succeeded; say what is left, rather than fail it
             warnings.warn(

@@ -211,20 +211,26 @@ class Pipeline:
         """
         check_parallel_settings(n_jobs, backend, "")
         _on_sys_path(self.search_path)
-        with Workspace(self.workspace) as workspace:
-            opened = self.source.open(workspace)
-            plan = build_plan(
-                self, opened, n_jobs=n_jobs, backend=backend, output=output, workspace=workspace
-            )
-            out = execute_plan(
-                plan,
-                opened,
-                self.sink,
-                workspace,
-                overlap=self.chunks.overlap,
-                show_progress=should_show(progress),
-                import_paths=self.search_path,
-            )
+        out = None
+        try:
+            with Workspace(self.workspace) as workspace:
+                opened = self.source.open(workspace)
+                plan = build_plan(
+                    self, opened, n_jobs=n_jobs, backend=backend, output=output, workspace=workspace
+                )
+                out = execute_plan(
+                    plan,
+                    opened,
+                    self.sink,
+                    workspace,
+                    overlap=self.chunks.overlap,
+                    show_progress=should_show(progress),
+                    import_paths=self.search_path,
+                )
+        except KeyboardInterrupt as exc:
+            if out is not None:  # stopped while the workspace was removed: all is written
+                exc.committed = True  # type: ignore[attr-defined]
+            raise
         assert out.report is not None
         return RunResult(
             output=out.x,

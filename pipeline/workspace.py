@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from .signals import stops_held_back
+
 __all__ = ["Workspace"]
 
 
@@ -43,8 +45,9 @@ class Workspace:
         return str(path)
 
     def cleanup(self) -> None:
-        """Delete the workspace and everything in it."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete the workspace and everything in it, even if a stop comes meanwhile."""
+        with stops_held_back():
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Workspace:
         return self

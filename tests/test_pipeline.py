@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -739,3 +740,23 @@ def test_ctrl_c_while_outputs_move_into_place_waits_until_all_have(tmp_path, mon
     np.testing.assert_array_equal(np.load(finals[1]), y)
     assert json.loads(finals[2].read_text())["sum"] == X.sum(axis=0).tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json", "x.npy", "y.npy"]
+
+
+def test_ctrl_c_while_the_workspace_is_removed_finishes_the_removal(tmp_path, monkeypatch):
+    # The outputs are in place by then: the stop is raised once the workspace
+    # is gone, and says the outputs were written.
+    rmtree = shutil.rmtree
+
+    def interrupted(path: Any, ignore_errors: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr("pipeline.workspace.shutil.rmtree", interrupted)
+    X = np.arange(20.0).reshape(10, 2)
+    out = tmp_path / "out.npy"
+    pipe = Pipeline(ArraySource(X), [Map(np.square)], sink=str(out), workspace=tmp_path / "ws")
+    with pytest.raises(KeyboardInterrupt) as info:
+        pipe.run(progress=False, n_jobs=1)
+    assert info.value.committed is True
+    np.testing.assert_array_equal(np.load(out), X**2)
+    assert list((tmp_path / "ws").iterdir()) == []

@@ -710,6 +710,26 @@ def test_a_real_ctrl_c_while_publishing_waits_until_every_output_is_in_place(
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
+def test_a_ctrl_c_while_old_contents_are_deleted_waits_for_the_deletion(
+    data: Path, target: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stopped halfway through the deletion, the old dataset would stay beside
+    # the new one (found by a stress test sending signals at random times).
+    rmtree = shutil.rmtree
+
+    def interrupted(path: Any, ignore_errors: bool = False) -> None:
+        if str(path).endswith(".old"):
+            os.kill(os.getpid(), signal.SIGINT)
+        rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr("pipeline.parquet.shutil.rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        Pipeline({"parquet": str(data)}, [], sink=overwrite_sink(target)).run(progress=False)
+    assert info.value.committed is True
+    assert pq.read_table(target).num_rows == 60
+    assert [p.name for p in tmp_path.iterdir() if ".chunkline-" in p.name] == []
+
+
 def test_a_target_created_while_committing_an_append_is_left_alone(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
