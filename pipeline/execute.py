@@ -135,13 +135,14 @@ class _Commit:
             assert schema is not None
             self.parquet.prepare(schema)
         # Then only renames, with Ctrl-C held back: all the outputs move, or none.
-        parquet, self.parquet = self.parquet, None
         # Stops wait until the outputs are in place and the old contents gone:
         # stopped in between, a run would leave the old ones beside the new.
         with stops_held_back():  # a stop held back is raised on leaving it (see execute_plan)
+            parquet = self.parquet  # still ours to abort until published
             try:
                 if parquet is not None:
                     parquet.publish()
+                    self.parquet = None
                 for temporary, final in self.moves:
                     try:
                         if temporary is None:
