@@ -457,7 +457,8 @@ class _Run:
         seen = (p.input_meta, *p.stage_metas)[len(p.stages) - 1]
         if isinstance(seen, TableMeta):
             fitted = dataclasses.replace(fitted, columns=tuple(seen.schema.names))
-        path = model_file(fitted.model, self.workspace.path(f"model-{p.index}.joblib"))
+        model, path = model_file(fitted.model, self.workspace.path(f"model-{p.index}.joblib"))
+        fitted = dataclasses.replace(fitted, model=model)
         self.models[stage.name] = applied_model(stage, fitted.model, path)
         self.result.models[stage.name] = fitted.model
         if fitted.trials is not None:

@@ -51,18 +51,23 @@ __all__ = [
 ]
 
 
-def model_file(model: Any, path: str) -> str | None:
+def model_file(model: Any, path: str) -> tuple[Any, str | None]:
     """Write ``model`` to ``path`` with joblib, for worker processes to load once each.
 
-    Returns the path, or ``None`` if pickle cannot store the model (a lambda
-    inside it, say): then only threads, which share it in memory, can apply it.
+    Returns the model loaded back from the file, and the path: every backend
+    then applies the same model. A pickle round trip can change how an array
+    is laid out in memory (a fitted IncrementalPCA's ``components_`` is a
+    strided view; its unpickled copy is contiguous), and with the layout, the
+    last bits of a matrix product. If pickle cannot store the model (a lambda
+    inside it, say), returns it as it is and ``None``: then only threads,
+    which share it in memory, can apply it.
     """
     try:
         joblib.dump(model, path)
     except (pickle.PicklingError, TypeError, AttributeError):
         Path(path).unlink(missing_ok=True)
-        return None
-    return path
+        return model, None
+    return joblib.load(path), path
 
 
 @dataclass(frozen=True)

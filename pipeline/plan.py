@@ -385,7 +385,7 @@ def _saved(stage: Fit, workspace: Workspace | None) -> Applied:
     """
     model, path = stage.saved_model()
     if path is None and workspace is not None:
-        path = model_file(model, workspace.path(f"saved-{stage.name}.joblib"))
+        model, path = model_file(model, workspace.path(f"saved-{stage.name}.joblib"))
     return applied_model(stage, model, path)
 
 
