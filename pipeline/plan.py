@@ -134,8 +134,13 @@ class PassPlan:
         """Estimated peak anonymous memory of the pass (all workers)."""
         metas = [m for m in (self.input_meta, self.output_meta) if m is not None]
         row = max([m.row_nbytes for m in metas] + [1])
-        per_worker = WORKING_SET_FACTOR * self.chunk_rows * row + _WORKER_BASE_BYTES
-        return self.parallel.n_workers * per_worker
+        # No chunk holds more rows than the input, and no more workers are busy
+        # than there are chunks.
+        rows = self.chunk_rows if self.n_rows is None else min(self.chunk_rows, self.n_rows)
+        workers = self.parallel.n_workers
+        if self.n_chunks is not None:
+            workers = max(1, min(workers, self.n_chunks))
+        return workers * (WORKING_SET_FACTOR * rows * row + _WORKER_BASE_BYTES)
 
 
 @dataclass(frozen=True, kw_only=True)

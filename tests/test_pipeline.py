@@ -526,6 +526,20 @@ def test_stage_with_its_own_n_jobs_makes_a_second_pass(rng, tmp_path):
     assert os.listdir(tmp_path / "ws") == []
 
 
+def test_the_memory_estimate_counts_no_more_rows_or_workers_than_there_are(tmp_path):
+    # 1,000 rows of 16 bytes: one chunk, however large the chunk size asked for.
+    x = np.zeros((1000, 2))
+    small, large = (
+        Pipeline(x, [Map("abs")], chunks={"bytes": size}, n_jobs=2, workspace=tmp_path / "ws")
+        .plan()
+        .passes[0]
+        for size in ("16KB", "64MB")
+    )
+    assert small.n_chunks == large.n_chunks == 1
+    assert small.peak_bytes == large.peak_bytes
+    assert large.peak_bytes < 100 * 2**20  # one worker's base, plus 16 kB of rows
+
+
 def test_caller_parallel_config_is_respected(rng, tmp_path):
     x = make_x(rng)
     pipe = Pipeline(x, [Map("abs"), Reduce("max")], chunks=7, workspace=tmp_path / "ws")
