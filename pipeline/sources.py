@@ -232,6 +232,10 @@ class OpenedSource:
     y: ArrayRef | None = None
 
 
+#: The spec's names of an array source's arrays, used in messages.
+_KEYS = {"x": "npy", "y": "y"}
+
+
 @dataclass(frozen=True, eq=False)
 class ArraySource:
     """Rows of an array, from an ``.npy`` file or memory, with optional aligned ``y``.
@@ -241,7 +245,8 @@ class ArraySource:
     x
         Path to an ``.npy`` file (opened as a read-only memmap) or an
         in-memory array (written once to the run's workspace). Any number of
-        dimensions; chunked along axis 0.
+        dimensions; chunked along axis 0. A spec calls it ``npy``, and so do
+        error messages.
     y
         Optional second array with the same number of rows (e.g. targets),
         chunked identically and filtered together with ``x``.
@@ -261,6 +266,7 @@ class ArraySource:
             value = getattr(self, name)
             if value is None and name == "y":
                 continue
+            name = _KEYS[name]
             if isinstance(value, np.ndarray):
                 if value.ndim == 0:
                     raise SourceError(f"source.{name}: a 0-d array has no rows to chunk")
@@ -280,7 +286,7 @@ class ArraySource:
         y = None if self.y is None else self._open_one(self.y, workspace, "y")
         if y is not None and y.n_rows != x.n_rows:
             raise SourceError(
-                f"source.y has {y.n_rows} rows but source.x has {x.n_rows}; "
+                f"source.y has {y.n_rows} rows but source.npy has {x.n_rows}; "
                 "they must be aligned row for row"
             )
         return OpenedSource(x, y)
@@ -289,7 +295,7 @@ class ArraySource:
     def _open_one(value: ArrayLike, workspace: Workspace, name: str) -> ArrayRef:
         if isinstance(value, np.ndarray):
             return _ref_of_memmap(value) or _write_to_workspace(value, workspace, f"input-{name}")
-        return read_npy_ref(value, what=f"source.{name}")
+        return read_npy_ref(value, what=f"source.{_KEYS[name]}")
 
     def describe(self) -> str:
         """A one-line description for ``explain``."""

@@ -189,9 +189,9 @@ def test_errors_pickle_with_their_details() -> None:
     assert (again.stage, again.chunk, again.rows) == ("clip", 3, (30, 40))
     assert again.reason == "ValueError: bad"
     assert str(again) == "stage 'clip' failed on chunk 3 (rows 30-40): ValueError: bad"
-    source_error = pickle.loads(pickle.dumps(SourceError("source.x file not found: a.npy")))
+    source_error = pickle.loads(pickle.dumps(SourceError("source.npy file not found: a.npy")))
     assert isinstance(source_error, SourceError)
-    assert str(source_error) == "source.x file not found: a.npy"
+    assert str(source_error) == "source.npy file not found: a.npy"
     assert str(pickle.loads(pickle.dumps(SinkError("cannot write")))) == "cannot write"
 
 
@@ -248,7 +248,7 @@ def test_bad_input_file(project: Project, write_bad: Callable[[Path], None], mat
     write_bad(bad)
     p = project.pipeline([Map(np.negative, name="neg")], source=bad)
     # One clear sentence that starts with the field and the file, names the file once.
-    with pytest.raises(SourceError, match=rf"^source\.x {re.escape(str(bad))} {match}"):
+    with pytest.raises(SourceError, match=rf"^source\.npy {re.escape(str(bad))} {match}"):
         p.run()
     with pytest.raises(SourceError) as info:
         p.run()
@@ -260,9 +260,9 @@ def test_bad_input_file_is_reported_by_plan_and_explain(project: Project) -> Non
     bad = project.root / "bad.npy"
     write_truncated_data(bad)
     p = project.pipeline([Map(np.negative, name="neg")], source=bad)
-    with pytest.raises(SourceError, match=rf"^source\.x {re.escape(str(bad))} is truncated"):
+    with pytest.raises(SourceError, match=rf"^source\.npy {re.escape(str(bad))} is truncated"):
         p.plan()
-    with pytest.raises(SourceError, match=rf"^source\.x {re.escape(str(bad))} is truncated"):
+    with pytest.raises(SourceError, match=rf"^source\.npy {re.escape(str(bad))} is truncated"):
         p.explain()
     project.assert_nothing_lost()
 
@@ -270,7 +270,8 @@ def test_bad_input_file_is_reported_by_plan_and_explain(project: Project) -> Non
 def test_missing_input_file(project: Project) -> None:
     missing = project.root / "missing.npy"
     p = project.pipeline([Map(np.negative, name="neg")], source=missing)
-    with pytest.raises(SourceError, match=rf"^source\.x file not found: {re.escape(str(missing))}"):
+    expected = rf"^source\.npy file not found: {re.escape(str(missing))}"
+    with pytest.raises(SourceError, match=expected):
         p.run()
     project.assert_nothing_lost()
 
@@ -279,7 +280,7 @@ def test_input_is_a_directory(project: Project) -> None:
     folder = project.root / "folder.npy"
     folder.mkdir()
     p = project.pipeline([Map(np.negative, name="neg")], source=folder)
-    with pytest.raises(SourceError, match=rf"^source\.x {re.escape(str(folder))} is not a file$"):
+    with pytest.raises(SourceError, match=rf"^source\.npy {re.escape(str(folder))} is not a file$"):
         p.run()
     project.assert_nothing_lost()
 
@@ -298,7 +299,7 @@ def test_y_with_a_different_number_of_rows(project: Project) -> None:
     p = project.pipeline([Map(np.negative, name="neg")], source={"npy": project.x, "y": y})
     with pytest.raises(
         SourceError,
-        match=rf"^source\.y has {N_ROWS - 1} rows but source\.x has {N_ROWS}; "
+        match=rf"^source\.y has {N_ROWS - 1} rows but source\.npy has {N_ROWS}; "
         "they must be aligned row for row$",
     ):
         p.run()
@@ -309,13 +310,13 @@ def test_in_memory_y_with_a_different_number_of_rows(project: Project) -> None:
     p = project.pipeline(
         [Map(np.negative, name="neg")], source={"npy": make_x(), "y": np.zeros(N_ROWS + 1)}
     )
-    with pytest.raises(SourceError, match=rf"^source\.y has {N_ROWS + 1} rows but source\.x"):
+    with pytest.raises(SourceError, match=rf"^source\.y has {N_ROWS + 1} rows but source\.npy"):
         p.run()
     project.assert_nothing_lost()
 
 
 def test_in_memory_object_array_is_refused() -> None:
-    with pytest.raises(SourceError, match=r"^source\.x: arrays of Python objects cannot be"):
+    with pytest.raises(SourceError, match=r"^source\.npy: arrays of Python objects cannot be"):
         Pipeline(np.array([None, {}], dtype=object))
 
 
