@@ -277,20 +277,29 @@ def _collect(items: Sequence[tuple[str, Callable[[], T]]]) -> tuple[dict[str, T]
     return results, issues
 
 
+def _named(item: Any) -> str:
+    """`` (name)`` for a stage mapping with a name, else nothing."""
+    name = item.get("name") if isinstance(item, Mapping) else getattr(item, "name", None)
+    return f" ({name})" if isinstance(name, str) and name else ""
+
+
 def normalize_stages(value: Any) -> tuple[Stage, ...]:
     """Stages from a list of stage objects or spec mappings; names must be unique."""
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
         raise SpecError.at("", f"expected a list of stages, got {type(value).__name__}")
+    # A stage's problems are located by its index and, when it has one, its name.
+    labels = [f"[{i}]{_named(item)}" for i, item in enumerate(value)]
     builders: list[tuple[str, Callable[[], Stage]]] = [
-        (f"[{i}]", functools.partial(normalize_stage, item)) for i, item in enumerate(value)
+        (label, functools.partial(normalize_stage, item))
+        for label, item in zip(labels, value, strict=True)
     ]
     built, issues = _collect(builders)
-    stages = [built[f"[{i}]"] for i in range(len(value)) if f"[{i}]" in built]
+    stages = [built[label] for label in labels if label in built]
     seen: dict[str, int] = {}
-    for i in range(len(value)):
-        made = built.get(f"[{i}]")
+    for i, label in enumerate(labels):
+        made = built.get(label)
         if made is None:
             continue
         if made.name in seen:

@@ -239,6 +239,9 @@ def _names(value: Any, key: str) -> tuple[str, ...] | None:
         raise SpecError.at(key, f"expected a list of column names, got {value!r}")
     if not all(isinstance(v, str) for v in value):
         raise SpecError.at(key, f"expected column names (strings), got {list(value)!r}")
+    repeated = sorted({v for v in value if list(value).count(v) > 1})
+    if repeated:
+        raise SpecError.at(key, f"each column is named once; {repeated} appear more than once")
     return tuple(value)
 
 
@@ -395,6 +398,12 @@ class Estimator(Fit):
         self._set(features=_names(self.features, "features"), output=_names(self.output, "output"))
         if self.target is not None and not isinstance(self.target, str):
             raise SpecError.at("target", f"expected a column name, got {self.target!r}")
+        if self.target is not None and self.target in (self.features or ()):
+            raise SpecError.at(
+                "features",
+                f"the target {self.target!r} is among the features: the model would learn "
+                "from the answer itself; leave it out",
+            )
         trusted = self.trusted
         if (
             isinstance(trusted, str)
@@ -408,6 +417,8 @@ class Estimator(Fit):
         if self.classes is not None:
             if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Sequence):
                 raise SpecError.at("classes", f"expected a list of labels, got {self.classes!r}")
+            if not self.classes:
+                raise SpecError.at("classes", "expected the labels, got an empty list")
             self._set(classes=tuple(self.classes))
 
     def _resolve_strategy(self) -> None:
@@ -514,6 +525,7 @@ class Estimator(Fit):
             needs_y=tags.target_tags.required,
             allow_nan=tags.input_tags.allow_nan,
             classes=self.classes,  # type: ignore[arg-type]
+            output=self.output,  # type: ignore[arg-type]
         )
 
     def chunk_state(self) -> Reduction | None:
@@ -602,6 +614,11 @@ class Estimator(Fit):
     def applier(self, model: Any, model_path: str | None) -> EstimatorApply:
         method = self.method or _default_method(model)
         n_features = getattr(model, "n_features_in_", None)
+        if n_features is None:
+            raise SpecError.at(
+                f"stage {self.name!r}",
+                f"{type(model).__name__} has no n_features_in_: it does not look fitted",
+            )
         kernel: Callable[[Any], np.ndarray] | None = _lowered(model, method)
         if kernel is None:
             one = _template(model, method, n_features, self.name)
@@ -624,7 +641,7 @@ class Estimator(Fit):
             )
             width = int(np.prod(one.shape[1:], dtype=np.int64))
         else:
-            width = int(n_features or 0)
+            width = int(n_features)
         labels = getattr(model, "classes_", None) if method != "transform" else None
         output = self.output or default_output_names(self.name, width, labels)
         tags = _tags_of(model)
@@ -634,6 +651,7 @@ class Estimator(Fit):
             self._features_applied(model),
             self.target,
             tuple(output),
+            self.output is not None,
             n_features,
             f"model {self.model}" if isinstance(self.model, str) else f"the model of {self.name!r}",
             allow_nan=allow_nan,
@@ -862,13 +880,8 @@ def _default_method(estimator: Any) -> str:
     return "transform" if hasattr(estimator, "transform") else "predict"
 
 
-def _template(model: Any, method: str, n_features: int | None, stage: str) -> np.ndarray:
+def _template(model: Any, method: str, n_features: int, stage: str) -> np.ndarray:
     """The model's output for one row of zeros: the shape and dtype of every output row."""
-    if n_features is None:
-        raise SpecError.at(
-            f"stage {stage!r}",
-            f"{type(model).__name__} has no n_features_in_: it does not look fitted",
-        )
     try:
         return np.asarray(getattr(model, method)(np.zeros((1, n_features))))
     except Exception as exc:

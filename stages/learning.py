@@ -181,6 +181,13 @@ def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = N
     return X
 
 
+#: Why ``features``, ``target`` and ``output`` are refused for array input.
+_TABLE_ONLY = (
+    "only for table input; with arrays, the chunk's columns are the features, source.y "
+    "the target, and the model's output the array passed on"
+)
+
+
 @dataclass(frozen=True)
 class FeatureRows:
     """``(chunk, y) -> (X, y)``: the arrays an estimator learns from, checked.
@@ -197,18 +204,18 @@ class FeatureRows:
     needs_y: bool = False
     allow_nan: bool = False
     classes: tuple[Any, ...] | None = None
+    #: The output column names the stage gives (checked here: arrays have none).
+    output: tuple[str, ...] | None = None
 
     def __call__(self, data: Any, y: Any) -> tuple[np.ndarray, Any]:
         names = None
         if isinstance(data, pa.Table):
             X, y, names = self._from_table(data)
         else:
-            if self.features is not None or self.target is not None:
-                raise SpecError.at(
-                    "features" if self.features is not None else "target",
-                    "only for table input; with arrays, the chunk's columns are the features "
-                    "and source.y the target",
-                )
+            given = {"features": self.features, "target": self.target, "output": self.output}
+            for key, value in given.items():
+                if value is not None:
+                    raise SpecError.at(key, _TABLE_ONLY)
             X = np.asarray(data)
             if X.ndim != 2:
                 raise DataError(
@@ -592,7 +599,8 @@ class EstimatorApply:
 
     On a table, the model sees the ``features`` columns (default: every
     column but ``target``) and its output becomes the columns ``output``,
-    appended, or replacing columns of the same name. A chunk whose number of
+    appended, or replacing columns of the same name (``named``: the spec
+    gave them; arrays have no column names to give). A chunk whose number of
     features is not the model's (``n_features``) is a mistake in the spec,
     such as applying a saved ``model`` to other data: it raises a
     :class:`~pipeline.errors.SpecError` naming ``model`` (where it came from).
@@ -602,12 +610,15 @@ class EstimatorApply:
     features: tuple[str, ...] | None = None
     target: str | None = None
     output: tuple[str, ...] = ()
+    named: bool = False
     n_features: int | None = None
     model: str = "the model"
     allow_nan: bool = True
 
     def __call__(self, data: Any) -> Any:
         if not isinstance(data, pa.Table):
+            if self.named:
+                raise SpecError.at("output", _TABLE_ONLY)
             return self._apply(data, None)
         X, names = feature_array(data, self.features, self.target)
         out = self._apply(X, names)

@@ -116,6 +116,10 @@ def _candidates_of(value: Any, params: Mapping[str, Any], grid: Any) -> list[Bas
             settings = list(ParameterGrid(grid))
         except (TypeError, ValueError) as exc:
             raise SpecError.at("grid", f"{exc}") from None
+        if not settings:
+            raise SpecError.at(
+                "grid", "expected a mapping of parameter lists (or a list of them), got no settings"
+            )
         candidates = []
         for setting in settings:
             try:

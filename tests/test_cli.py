@@ -273,8 +273,11 @@ def test_validate_a_spec_error_exits_2_and_names_the_field(project: Path) -> Non
     assert result.returncode == 2
     assert result.stdout == ""
     assert "spec error in bad.yaml" in result.stderr
-    assert "stages[1].n_jobs: expected a positive integer or -1, got 'four'" in result.stderr
-    assert "stages[2].reduce: unknown reduce 'momnets' (did you mean 'moments'?)" in result.stderr
+    assert "stages[1] (clip).n_jobs: expected a positive integer or -1, got 'four'" in result.stderr
+    assert (
+        "stages[2] (stats).reduce: unknown reduce 'momnets' (did you mean 'moments'?)"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

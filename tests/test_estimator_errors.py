@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.preprocessing import StandardScaler
 from test_cli import chunkline
 
 from pipeline import ArraySource, Map, Pipeline, SinkError, SourceError, SpecError, StageError
@@ -49,81 +50,106 @@ def spec_error(stage: dict[str, Any], match: str) -> None:
     [
         pytest.param(
             {"sklearn": "sklearn.linear_model.SGDClassifier", "fit": "merge"},
-            r"^stages\[0\]\.fit: SGDClassifier has no exact merge; estimators with one: "
+            r"^stages\[0\] \(s\)\.fit: SGDClassifier has no exact merge; estimators with one: "
             r"BernoulliNB, .*use fit: partial_fit \(SGDClassifier has partial_fit\) or fit: full$",
             id="merge-without-merge",
         ),
         pytest.param(
             {"sklearn": "sklearn.ensemble.RandomForestClassifier", "fit": "partial_fit"},
-            r"^stages\[0\]\.fit: RandomForestClassifier has no partial_fit; use fit: full",
+            r"^stages\[0\] \(s\)\.fit: RandomForestClassifier has no partial_fit; use fit: full",
             id="partial-fit-without-it",
         ),
         pytest.param(
             {"sklearn": "sklearn.preprocessing.StandardScaler", "params": {"wit_mean": False}},
-            r"^stages\[0\]\.params: StandardScaler has no parameter 'wit_mean' \(did you mean "
+            r"^stages\[0\] \(s\)\.params: StandardScaler "
+            r"has no parameter 'wit_mean' \(did you mean "
             r"'with_mean'\?\); its parameters: copy, with_mean, with_std$",
             id="unknown-param",
         ),
         pytest.param(
             {"sklearn": "sklearn.decomposition.IncrementalPCA", "params": {"n_components": "x"}},
-            r"^stages\[0\]\.params: The 'n_components' parameter of IncrementalPCA must be an "
+            r"^stages\[0\] \(s\)\.params: The "
+            r"'n_components' parameter of IncrementalPCA must be an "
             r"int in the range \[1, inf\) or None\. Got 'x' instead\.$",
             id="bad-param-value",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.SGDClassifier", "apply": "predict_proba"},
-            r"^stages\[0\]\.apply: SGDClassifier\(\) has no predict_proba$",
+            r"^stages\[0\] \(s\)\.apply: SGDClassifier\(\) has no predict_proba$",
             id="apply-not-available",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.SGDClassifier", "apply": "predict_probe"},
-            r"^stages\[0\]\.apply: expected one of transform, predict, predict_proba, "
+            r"^stages\[0\] \(s\)\.apply: expected one of transform, predict, predict_proba, "
             r"decision_function, score_samples, got 'predict_probe' \(did you mean "
             r"'predict_proba'\?\)$",
             id="apply-unknown",
         ),
         pytest.param(
             {"sklearn": "sklearn.preprocessing.StandardScaler", "fit": "merj"},
-            r"^stages\[0\]\.fit: expected one of auto, merge, partial_fit, full, sample, got "
+            r"^stages\[0\] \(s\)\.fit: expected one of auto, merge, partial_fit, full, sample, got "
             r"'merj' \(did you mean 'merge'\?\)$",
             id="fit-unknown",
         ),
         pytest.param(
             {"sklearn": "sklearn.preprocessing.StandardScaler", "epochs": 3},
-            r"^stages\[0\]\.epochs: only used with fit: partial_fit \(this stage fits by merge\)$",
+            r"^stages\[0\] \(s\)\.epochs: only "
+            r"used with fit: partial_fit \(this stage fits by merge\)$",
             id="epochs-with-merge",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.SGDRegressor", "classes": [0, 1]},
-            r"^stages\[0\]\.classes: only used with fit: partial_fit of a classifier",
+            r"^stages\[0\] \(s\)\.classes: only used with fit: partial_fit of a classifier",
             id="classes-of-a-regressor",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.SGDClassifier", "epochs": 0},
-            r"^stages\[0\]\.epochs: expected a positive integer, got 0$",
+            r"^stages\[0\] \(s\)\.epochs: expected a positive integer, got 0$",
             id="epochs-zero",
         ),
         pytest.param(
             {"sklearn": "numpy.sum"},
-            r"^stages\[0\]\.sklearn: expected a scikit-learn estimator",
+            r"^stages\[0\] \(s\)\.sklearn: expected a scikit-learn estimator",
             id="not-an-estimator",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.LogisticRegresion"},
-            r"^stages\[0\]\.sklearn: cannot import 'sklearn\.linear_model\.LogisticRegresion'.*"
+            r"^stages\[0\] \(s\)\.sklearn: cannot "
+            r"import 'sklearn\.linear_model\.LogisticRegresion'.*"
             r"did you mean 'LogisticRegression'",
             id="typo-in-import",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.Ridge", "model": "m.joblib", "fit": "full"},
-            r"^stages\[0\]\.fit: a stage with model: applies a saved model",
+            r"^stages\[0\] \(s\)\.fit: a stage with model: applies a saved model",
             id="fit-and-model",
         ),
         pytest.param(
             {"sklearn": "sklearn.linear_model.Ridge", "params": {"alpah": 1}, "features": "a"},
-            r"^2 problems in the pipeline spec:\n  - stages\[0\]\.params: Ridge has no parameter "
-            r"'alpah' .*\n  - stages\[0\]\.features: expected a list of column names, got 'a'$",
+            r"^2 problems in the pipeline spec:\n  - stages\[0\] \(s\)\.params: Ridge has no "
+            r"parameter 'alpah' .*\n  - stages\[0\] \(s\)\.features: expected a list of column "
+            r"names, got 'a'$",
             id="problems-together",
+        ),
+        pytest.param(
+            {"sklearn": "sklearn.linear_model.SGDClassifier", "output": ["p", "p"]},
+            r"^stages\[0\] \(s\)\.output: each column is named once; \['p'\] appear more than",
+            id="output-named-twice",
+        ),
+        pytest.param(
+            {"sklearn": "sklearn.linear_model.Ridge", "features": ["a", "y"], "target": "y"},
+            r"^stages\[0\] \(s\)\.features: the target 'y' is among the features",
+            id="target-among-features",
+        ),
+        pytest.param(
+            {"sklearn": "sklearn.linear_model.SGDClassifier", "classes": []},
+            r"^stages\[0\] \(s\)\.classes: expected the labels, got an empty list$",
+            id="no-classes",
+        ),
+        pytest.param(
+            {"train_many": "sklearn.linear_model.Ridge", "grid": []},
+            r"^stages\[0\] \(s\)\.grid: expected a mapping of parameter lists",
+            id="empty-grid",
         ),
     ],
 )
@@ -133,14 +159,16 @@ def test_spec_errors_name_the_field_and_the_fix(stage, match):
 
 def test_train_many_spec_errors():
     base = {"train_many": "sklearn.linear_model.Ridge"}
-    spec_error({**base, "grid": {"alpah": [1.0]}}, r"^stages\[0\]\.grid\.params: Ridge has no")
-    spec_error({**base, "score": {"holdout": 2}}, r"^stages\[0\]\.score\.holdout: expected a")
-    spec_error({**base, "score": {"kfold": 3}}, r"^stages\[0\]\.score\.kfold: unknown way")
-    spec_error({**base, "split": "model"}, r"^stages\[0\]\.split: .*did you mean 'models'")
-    spec_error({**base, "scoring": "r3"}, r"^stages\[0\]\.scoring: 'r3' is not a valid")
+    spec_error(
+        {**base, "grid": {"alpah": [1.0]}}, r"^stages\[0\] \(s\)\.grid\.params: Ridge has no"
+    )
+    spec_error({**base, "score": {"holdout": 2}}, r"^stages\[0\] \(s\)\.score\.holdout: expected a")
+    spec_error({**base, "score": {"kfold": 3}}, r"^stages\[0\] \(s\)\.score\.kfold: unknown way")
+    spec_error({**base, "split": "model"}, r"^stages\[0\] \(s\)\.split: .*did you mean 'models'")
+    spec_error({**base, "scoring": "r3"}, r"^stages\[0\] \(s\)\.scoring: 'r3' is not a valid")
     spec_error(
         {"train_many": [{"sklearn": "sklearn.linear_model.Ridge", "parms": {"alpha": 2.0}}]},
-        r"^stages\[0\]\.train_many\[0\]: unknown key 'parms' \(did you mean 'params'\?\); a "
+        r"^stages\[0\] \(s\)\.train_many\[0\]: unknown key 'parms' \(did you mean 'params'\?\); a "
         r"candidate is \{sklearn: <estimator>, params: \{\.\.\.\}\}$",
     )
 
@@ -168,6 +196,24 @@ def test_features_of_an_array_are_its_columns(rng):
     stage = Estimator("sklearn.linear_model.Ridge", features=["a"], name="r")
     with pytest.raises(SpecError, match=r"^stage 'r'\.features: only for table input"):
         Pipeline(ArraySource(X, y), [stage]).plan()
+
+
+def test_output_names_are_for_tables(rng):
+    X, y = data(rng)
+    stage = Estimator("sklearn.linear_model.Ridge", output=["a"], name="r")
+    with pytest.raises(SpecError, match=r"^stage 'r'\.output: only for table input"):
+        Pipeline(ArraySource(X, y), [stage]).plan()
+
+
+@pytest.mark.parametrize("unfitted", [StandardScaler(), LogisticRegression()], ids=type)
+def test_a_saved_model_that_was_never_fitted(rng, tmp_path, unfitted):
+    X, _ = data(rng)
+    path = tmp_path / "m.joblib"
+    joblib.dump(unfitted, path)
+    name = type(unfitted).__name__
+    with pytest.raises(SpecError, match=rf"^stage 'm': {name} has no n_features_in_: it does not"):
+        Pipeline(X, [Estimator(model=str(path), name="m")], sink=str(tmp_path / "out.npy")).run()
+    assert sorted(os.listdir(tmp_path)) == ["m.joblib"]
 
 
 def test_saved_model_fitted_on_other_features(rng, tmp_path):
@@ -609,7 +655,7 @@ def test_cli_exit_codes_for_estimator_stages(tmp_path, rng):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
     result = chunkline(tmp_path, "run", "bad.yaml")
     assert result.returncode == 2, result.stderr
-    assert "stages[0].fit: SGDClassifier has no exact merge" in result.stderr
+    assert "stages[0] (clf).fit: SGDClassifier has no exact merge" in result.stderr
     X[50, 1] = np.nan
     np.save(tmp_path / "x.npy", X)
     spec["stages"][0]["fit"] = "partial_fit"
@@ -659,14 +705,14 @@ def test_a_saved_model_replaces_every_file_of_the_earlier_one(tmp_path, rng, mon
 def test_a_fit_stage_name_must_be_a_file_name():
     spec_error(
         {"name": "../up", "sklearn": "sklearn.preprocessing.StandardScaler"},
-        r"^stages\[0\]\.name: '\.\./up' names the stage's model files",
+        r"^stages\[0\] \(\.\./up\)\.name: '\.\./up' names the stage's model files",
     )
 
 
 def test_apply_of_a_saved_model_is_one_of_the_apply_methods():
     spec_error(
         {"model": "m.joblib", "apply": "fit"},
-        r"^stages\[0\]\.apply: expected one of transform, predict, predict_proba, "
+        r"^stages\[0\] \(s\)\.apply: expected one of transform, predict, predict_proba, "
         r"decision_function, score_samples, got 'fit'",
     )
 
@@ -674,6 +720,6 @@ def test_apply_of_a_saved_model_is_one_of_the_apply_methods():
 def test_a_seed_where_nothing_is_drawn():
     spec_error(
         {"sklearn": "sklearn.preprocessing.StandardScaler", "seed": 3},
-        r"^stages\[0\]\.seed: only used with fit: sample, or shuffle_chunks "
+        r"^stages\[0\] \(s\)\.seed: only used with fit: sample, or shuffle_chunks "
         r"\(this stage fits by merge\)$",
     )

@@ -240,7 +240,8 @@ def test_unknown_top_level_key_suggests_the_right_one() -> None:
 def test_unknown_stage_key_suggests_the_right_one() -> None:
     spec = stage_with(1, paramz={"min": 0}, params=None)
     raises_spec_error(
-        spec, r"^stages\[1\]\.paramz: unknown key \(did you mean 'params'\?\); allowed keys:"
+        spec,
+        r"^stages\[1\] \(scale\)\.paramz: unknown key \(did you mean 'params'\?\); allowed keys:",
     )
 
 
@@ -249,12 +250,12 @@ def test_unknown_stage_key_suggests_the_right_one() -> None:
     [
         pytest.param(
             stage_with(1, n_jobs="four"),
-            r"^stages\[1\]\.n_jobs: expected a positive integer or -1, got 'four'$",
+            r"^stages\[1\] \(scale\)\.n_jobs: expected a positive integer or -1, got 'four'$",
             id="stage-n_jobs-four",
         ),
         pytest.param(
             stage_with(0, n_jobs=0),
-            r"^stages\[0\]\.n_jobs: expected a positive integer or -1, got 0$",
+            r"^stages\[0\] \(clean\)\.n_jobs: expected a positive integer or -1, got 0$",
             id="stage-n_jobs-zero",
         ),
         pytest.param(
@@ -275,7 +276,7 @@ def test_unknown_stage_key_suggests_the_right_one() -> None:
         ),
         pytest.param(
             stage_with(2, backend="threads"),
-            r"^stages\[2\]\.backend: expected one of loky, .*got 'threads' "
+            r"^stages\[2\] \(stats\)\.backend: expected one of loky, .*got 'threads' "
             r"\(did you mean 'threading'\?\)$",
             id="stage-backend",
         ),
@@ -300,97 +301,100 @@ def test_bad_parallel_settings(spec: dict[str, Any], match: str) -> None:
     [
         pytest.param(
             {"name": "s", "map": "clip", "filter": "finite_rows"},
-            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce, model, sklearn, "
+            r"^stages\[1\] \(s\): a stage needs "
+            r"exactly one of map, filter, reduce, model, sklearn, "
             r"train_many \(found map, filter\)",
             id="two-kinds",
         ),
         pytest.param(
             {"name": "s", "params": {"min": 0}},
-            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce, model, sklearn, "
+            r"^stages\[1\] \(s\): a stage needs "
+            r"exactly one of map, filter, reduce, model, sklearn, "
             r"train_many \(found none\)",
             id="no-kind",
         ),
         pytest.param(
             {"name": "s", "mapp": "clip"},
-            r"^stages\[1\]: a stage needs exactly one of map, filter, reduce, model, sklearn, "
+            r"^stages\[1\] \(s\): a stage needs "
+            r"exactly one of map, filter, reduce, model, sklearn, "
             r"train_many \(found none\); unknown key 'mapp' \(did you mean 'map'\?\)",
             id="misspelt-kind",
         ),
         pytest.param(
             {"name": "s", "reduce": "momnets"},
-            r"^stages\[1\]\.reduce: unknown reduce 'momnets' \(did you mean 'moments'\?\); "
+            r"^stages\[1\] \(s\)\.reduce: unknown reduce 'momnets' \(did you mean 'moments'\?\); "
             r"built-in names: .*moments",
             id="unknown-reduction",
         ),
         pytest.param(
             {"name": "s", "map": "nan_to_nun"},
-            r"^stages\[1\]\.map: unknown map 'nan_to_nun' \(did you mean 'nan_to_num'\?\)",
+            r"^stages\[1\] \(s\)\.map: unknown map 'nan_to_nun' \(did you mean 'nan_to_num'\?\)",
             id="unknown-map",
         ),
         pytest.param(
             {"name": "s", "filter": "finite_row"},
-            r"^stages\[1\]\.filter: unknown filter 'finite_row' "
+            r"^stages\[1\] \(s\)\.filter: unknown filter 'finite_row' "
             r"\(did you mean 'finite_rows'\?\)",
             id="unknown-filter",
         ),
         pytest.param(
             {"name": "s", "map": "numpy.nan_to_numm"},
-            r"^stages\[1\]\.map: cannot import 'numpy\.nan_to_numm': module 'numpy' has no "
+            r"^stages\[1\] \(s\)\.map: cannot import 'numpy\.nan_to_numm': module 'numpy' has no "
             r"attribute 'nan_to_numm' \(did you mean 'nan_to_num'\?\)$",
             id="missing-attribute",
         ),
         pytest.param(
             {"name": "s", "map": "nosuchmodule:f"},
-            r"^stages\[1\]\.map: cannot import 'nosuchmodule:f': cannot import module "
+            r"^stages\[1\] \(s\)\.map: cannot import 'nosuchmodule:f': cannot import module "
             r"'nosuchmodule'",
             id="missing-module",
         ),
         pytest.param(
             {"name": "s", "map": "nosuchpkg.sub.func"},
-            r"^stages\[1\]\.map: cannot import 'nosuchpkg\.sub\.func': cannot import module "
+            r"^stages\[1\] \(s\)\.map: cannot import 'nosuchpkg\.sub\.func': cannot import module "
             r"'nosuchpkg",
             id="missing-dotted-module",
         ),
         pytest.param(
             {"name": "s", "map": "numpy.pi"},
-            r"^stages\[1\]\.map: 'numpy\.pi' is not callable$",
+            r"^stages\[1\] \(s\)\.map: 'numpy\.pi' is not callable$",
             id="not-callable",
         ),
         pytest.param(
             {"name": "s", "map": 3},
-            r"^stages\[1\]\.map: expected a name or an import string, got 3$",
+            r"^stages\[1\] \(s\)\.map: expected a name or an import string, got 3$",
             id="map-not-string",
         ),
         pytest.param(
             {"name": "s", "map": "clip", "params": [0, 1]},
-            r"^stages\[1\]\.params: expected a mapping of keyword arguments, got \[0, 1\]$",
+            r"^stages\[1\] \(s\)\.params: expected a mapping of keyword arguments, got \[0, 1\]$",
             id="params-not-mapping",
         ),
         pytest.param(
             {"name": "s", "reduce": "histogram", "params": {"bins": 3}},
-            r"^stages\[1\]\.params: histogram needs range",
+            r"^stages\[1\] \(s\)\.params: histogram needs range",
             id="histogram-without-range",
         ),
         pytest.param(
             {"name": "s", "reduce": "moments", "params": {"dof": 1}},
-            r"^stages\[1\]\.params: .*dof",
+            r"^stages\[1\] \(s\)\.params: .*dof",
             id="reduction-bad-param",
         ),
         pytest.param(
             {"name": "s", "reduce": {"chunk": "numpy:sum"}},
-            r"^stages\[1\]\.reduce: give a reduction name \(e\.g\. 'moments'\) or both "
+            r"^stages\[1\] \(s\)\.reduce: give a reduction name \(e\.g\. 'moments'\) or both "
             r"'chunk' and 'combine'",
             id="custom-reduce-without-combine",
         ),
         pytest.param(
             {"name": "s", "reduce": {"chunk": "numpy:sum", "combine": "operator:addd"}},
-            r"^stages\[1\]\.combine: cannot import 'operator:addd': module 'operator' has no "
+            r"^stages\[1\] \(s\)\.combine: cannot import 'operator:addd': module 'operator' has no "
             r"attribute 'addd' \(did you mean 'add'\?\)",
             id="custom-reduce-bad-callable",
         ),
         pytest.param(
             {"name": "s", "reduce": {"chunk": "numpy:sum", "merge": "operator:add"}},
-            r"stages\[1\]\.reduce\.merge: unknown key",
+            r"stages\[1\] \(s\)\.reduce\.merge: unknown key",
             id="custom-reduce-unknown-key",
         ),
         pytest.param(
@@ -561,9 +565,9 @@ def test_all_problems_in_a_spec_are_reported_together() -> None:
             "stagse",
             "chunks.rows",
             "parallel.backend",
-            "stages[0].map",
-            "stages[1].n_jobs",
-            "stages[2].reduce",
+            "stages[0] (a).map",
+            "stages[1] (b).n_jobs",
+            "stages[2] (c).reduce",
             "stages[4].name",
             "sink.npy",
         ]
@@ -587,7 +591,10 @@ def test_all_problems_of_one_stage_are_reported_together() -> None:
     spec["stages"][2] = {"name": "stats", "reduce": "momnets", "n_jobs": "four"}
     with pytest.raises(SpecError, match=r"^2 problems in the pipeline spec") as info:
         Pipeline.from_dict(spec)
-    assert {i.path for i in info.value.issues} == {"stages[2].n_jobs", "stages[2].reduce"}
+    assert {i.path for i in info.value.issues} == {
+        "stages[2] (stats).n_jobs",
+        "stages[2] (stats).reduce",
+    }
 
 
 def test_python_api_raises_the_same_spec_errors() -> None:
@@ -659,7 +666,8 @@ def test_toml_type_errors_are_spec_errors_with_paths(in_tmp: Path) -> None:
     text = TOML_SPEC.replace("n_jobs = 1\n", 'n_jobs = "four"\n')
     write(in_tmp / "spec.toml", text)
     with pytest.raises(
-        SpecError, match=r"^stages\[2\]\.n_jobs: expected a positive integer or -1, got 'four'$"
+        SpecError,
+        match=r"^stages\[2\] \(compress\)\.n_jobs: expected a positive integer or -1, got 'four'$",
     ):
         load_spec("spec.toml")
 
@@ -717,8 +725,8 @@ def test_errors_in_a_spec_file_carry_field_paths(in_tmp: Path) -> None:
     with pytest.raises(SpecError, match=r"^2 problems in the pipeline spec:") as info:
         load_spec("spec.yaml")
     assert [str(i) for i in info.value.issues] == [
-        "stages[2].n_jobs: expected a positive integer or -1, got 'four'",
-        "stages[4].reduce: unknown reduce 'momnets' (did you mean 'moments'?); built-in "
+        "stages[2] (compress).n_jobs: expected a positive integer or -1, got 'four'",
+        "stages[4] (stats).reduce: unknown reduce 'momnets' (did you mean 'moments'?); built-in "
         "names: count, group_by, histogram, max, mean, min, moments, profile, std, sum, "
         "variance; or give an import string like 'module:function'",
     ]
