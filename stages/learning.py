@@ -229,6 +229,14 @@ class FeatureRows:
                 "array sources, or target: <column> for tables",
             )
         check_finite(X, self.allow_nan, self.who, names)
+        if self.needs_y and np.asarray(y).dtype.kind in "fc":
+            bad = int(np.count_nonzero(~np.isfinite(y)))
+            if bad:
+                what = "source.y" if self.target is None else f"target column {self.target!r}"
+                raise DataError(
+                    f"{what} has {bad} NaN or infinite value(s); {self.who} learns from "
+                    "finite targets only: drop those rows or fill them in first"
+                )
         if self.classes is not None and y is not None and len(y):
             unseen = np.setdiff1d(np.unique(y), np.asarray(self.classes))
             if unseen.size:

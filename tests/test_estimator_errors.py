@@ -527,6 +527,39 @@ def test_nans_an_estimator_refuses_name_the_stage_and_chunk(rng, save_npy, stage
         Pipeline.from_dict(spec).run(progress=False)
 
 
+@pytest.mark.parametrize(
+    "stage",
+    [
+        pytest.param({"sklearn": "sklearn.naive_bayes.GaussianNB"}, id="merge"),
+        # A first pass finds the classes: NaN must not become one.
+        pytest.param({"sklearn": "sklearn.linear_model.SGDClassifier"}, id="partial_fit"),
+        pytest.param({"sklearn": "sklearn.linear_model.Ridge"}, id="full"),
+    ],
+)
+def test_nan_targets_name_the_stage_and_chunk(rng, save_npy, stage):
+    X, y = data(rng)
+    y = y.astype(np.float64)
+    y[50] = np.nan
+    spec = {
+        "source": {"npy": save_npy("x", X), "y": save_npy("y", y)},
+        "chunks": CHUNK,
+        "stages": [{"name": "model", **stage}],
+    }
+    with pytest.raises(
+        StageError,
+        match=r"^stage 'model' failed on chunk 1 \(rows 40-80\): source\.y has 1 NaN or "
+        r"infinite value\(s\); \w+ learns from finite targets only",
+    ):
+        Pipeline.from_dict(spec).run(progress=False)
+
+
+def test_an_unsupervised_stage_ignores_the_targets(rng):
+    X, y = data(rng)
+    y = np.full(len(X), np.nan)  # not the scaler's business
+    result = Pipeline(ArraySource(X, y), [Estimator(StandardScaler())], chunks=CHUNK).run()
+    np.testing.assert_allclose(result.output, StandardScaler().fit_transform(X), atol=1e-12)
+
+
 @pytest.mark.parametrize("scaler", ["StandardScaler", "MinMaxScaler", "MaxAbsScaler"])
 @pytest.mark.parametrize("dtype", [np.float64, np.longdouble])
 def test_infinities_a_scaler_refuses_name_the_stage_and_chunk(rng, scaler, dtype):
