@@ -24,7 +24,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import Filter, Map, Pipeline, Reduce, RunResult
+from pipeline import Filter, Map, Pipeline, Reduce, RunResult, StageError
 from pipeline.sinks import allocate_npy, to_jsonable, write_rows
 from pipeline.sources import ArraySource, read_npy_ref, shared_mappings
 from stages.arrays import rolling_mean
@@ -582,6 +582,23 @@ def test_no_sink_returns_an_in_memory_array(rng, tmp_path):
     assert type(result.output) is np.ndarray  # not a memmap of a deleted workspace file
     assert result.output.flags.writeable
     assert_bitwise(result.output, np.nan_to_num(x))
+
+
+def fails_on_its_second_chunk(x: np.ndarray) -> np.ndarray:
+    if x[0, 0] >= 2:
+        raise ValueError("boom")
+    return -x
+
+
+def test_an_npy_sink_may_rewrite_its_own_source(tmp_path):
+    path = tmp_path / "x.npy"
+    x = np.arange(8.0).reshape(4, 2)
+    np.save(path, x)
+    with pytest.raises(StageError, match="boom"):
+        run(str(path), [Map(fails_on_its_second_chunk)], tmp_path, chunks=1, sink=str(path))
+    assert_bitwise(np.load(path), x)  # a failed run leaves the source as it was
+    run(str(path), [Map(np.negative)], tmp_path, chunks=1, sink=str(path), **LOKY)
+    assert_bitwise(np.load(path), -x)
 
 
 @pytest.mark.parametrize("kind", ["maps", "filters"])
