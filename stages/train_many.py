@@ -40,7 +40,7 @@ from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, ParameterGrid
 from threadpoolctl import threadpool_limits
 
-from pipeline.errors import ChunklineError, SpecError
+from pipeline.errors import ChunklineError, DataError, SpecError
 from pipeline.parallel import ParallelSettings
 from pipeline.registry import did_you_mean
 from pipeline.stage import Fitted
@@ -367,8 +367,10 @@ class TrainMany(Estimator):
         if how == "holdout":
             cut = n - max(1, round(n * amount))
             if cut < 1:
-                raise ValueError(f"{n} rows are too few for a holdout of {amount}")
+                raise DataError(f"{n} rows are too few for a holdout of {amount} (score.holdout)")
             return [(slice(0, cut), slice(cut, n))]
+        if n < amount:
+            raise DataError(f"{n} rows are too few for {amount} folds (score.cv)")
         return list(KFold(n_splits=int(amount)).split(np.zeros(n)))
 
     def _trials(self, jobs: list[Any], done: list[Any]) -> list[dict[str, Any]]:

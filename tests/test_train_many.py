@@ -200,6 +200,20 @@ def test_a_failing_candidate_is_named(xy, tmp_path):
         run(X, y, stage, tmp_path, n_jobs=1)
 
 
+@pytest.mark.parametrize(
+    ("score", "match"),
+    [({"cv": 500}, r"too few for 500 folds \(score\.cv\)"), ({"holdout": 0.999}, r"too few")],
+)
+def test_too_few_rows_to_score_is_a_data_error(xy, tmp_path, score, match):
+    from pipeline import StageError
+
+    X, y = xy
+    stage = TrainMany(Ridge(), grid={"alpha": [1.0, 2.0]}, score=score, name="l")
+    with pytest.raises(StageError, match=rf"stage 'l' failed: \d+ rows are {match}") as info:
+        run(X[:20], y[:20], stage, tmp_path, n_jobs=1)
+    assert info.value.data_error  # the command line prints it without a traceback
+
+
 class NanScore(Ridge):
     """A regressor whose score is undefined."""
 
