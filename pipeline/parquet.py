@@ -30,7 +30,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -367,21 +367,45 @@ class ParquetTarget:
             raise
         (self.path / SUCCESS_MARKER).touch()
 
+    def check_append(self, schema: pa.Schema) -> None:
+        """Refuse, before any work, to append columns other than the dataset's.
+
+        ``schema`` is the probed output's (partition columns included). Only
+        the names are compared here: a probe that saw no rows has null types;
+        the commit compares the types of the parts written.
+        """
+        old = self._first_file() if self.options.mode == "append" else None
+        if old is None:
+            return
+        theirs = [(f.name, f.type) for f in pq.read_schema(old)]
+        ours = [(f.name, f.type) for f in schema if f.name not in self.options.partition_by]
+        if [name for name, _ in theirs] != [name for name, _ in ours]:
+            self._refuse_append(ours, old, theirs)
+
     def _check_appended_schema(self) -> None:
         """Refuse parts whose columns conflict with the dataset's: it would become unreadable."""
         new = self._parts()
-        old = next((p for p in sorted(self.path.rglob("*.parquet")) if p.is_file()), None)
+        old = self._first_file()
         if not new or old is None:
             return
         # Readers take one file's schema for the dataset: the types must be equal
         # (a null column beside a string one is as unreadable as int beside text).
         theirs, ours = ([(f.name, f.type) for f in pq.read_schema(path)] for path in (old, new[0]))
         if theirs != ours:
-            raise SinkError(
-                f"sink.parquet: cannot append to {self.path}: the new rows' columns "
-                f"({_columns(ours)}) differ from those of {old} ({_columns(theirs)}); "
-                "write to another path, or use mode: overwrite"
-            )
+            self._refuse_append(ours, old, theirs)
+
+    def _first_file(self) -> Path | None:
+        """A file of the existing dataset, whose schema readers take for all of it."""
+        if not self.path.is_dir():
+            return None
+        return next((p for p in sorted(self.path.rglob("*.parquet")) if p.is_file()), None)
+
+    def _refuse_append(self, ours: list[Any], old: Path, theirs: list[Any]) -> NoReturn:
+        raise SinkError(
+            f"sink.parquet: cannot append to {self.path}: the new rows' columns "
+            f"({_columns(ours)}) differ from those of {old} ({_columns(theirs)}); "
+            "write to another path, or use mode: overwrite"
+        )
 
     def _merge(self, schema: pa.Schema) -> None:
         """Copy the parts' row groups, one at a time, into the single file to publish."""

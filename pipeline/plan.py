@@ -42,6 +42,7 @@ from .datasets import TableRef
 from .errors import SpecError
 from .fitting import Applied, Feed, PendingApply, Sample, model_file
 from .parallel import ParallelSettings, resolve_parallel
+from .parquet import ParquetTarget
 from .probe import Probe, probe_stages, sample_of
 from .schema import check_columns
 from .sinks import Sink
@@ -316,6 +317,8 @@ def _check_sink_fits(sink: Sink, meta: Meta) -> None:
         )
     if isinstance(meta, TableMeta) and sink.parquet_options.partition_by:
         check_columns(meta.schema, sink.parquet_options.partition_by, "sink.partition_by")
+    if isinstance(meta, TableMeta) and sink.parquet is not None:
+        ParquetTarget(sink.parquet, sink.parquet_options).check_append(meta.schema)
     if isinstance(meta, ArrayMeta) and sink.parquet is not None:
         raise SpecError.at(
             "sink.parquet",
