@@ -526,7 +526,25 @@ class Estimator(Fit):
             allow_nan=tags.input_tags.allow_nan,
             classes=self.classes,  # type: ignore[arg-type]
             output=self.output,  # type: ignore[arg-type]
+            width=self._output_width(),
         )
+
+    def _output_width(self) -> int | None:
+        """Values per row the apply will give, when the spec tells before any fit."""
+        if self.method in ("predict", "score_samples"):  # a table's target is one column
+            return 1
+        if self.method == "predict_proba" and self.classes is not None:
+            return len(self.classes)
+        if self.method == "transform":
+            counts = {e.get_params(deep=False).get("n_components") for e in self._unfitted_all()}
+            count = counts.pop() if len(counts) == 1 else None
+            if isinstance(count, int) and not isinstance(count, bool):
+                return count
+        return None
+
+    def _unfitted_all(self) -> tuple[BaseEstimator, ...]:
+        """The unfitted estimators the stage may fit (:class:`TrainMany`: every candidate)."""
+        return (self.unfitted,)
 
     def chunk_state(self) -> Reduction | None:
         if self.strategy == "merge":

@@ -40,6 +40,7 @@ __all__ = [
     "ModelApply",
     "as_float_rows",
     "check_finite",
+    "check_output_names",
     "check_same_features",
     "column_moments",
     "column_range",
@@ -181,6 +182,16 @@ def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = N
     return X
 
 
+def check_output_names(width: int, output: Sequence[str]) -> None:
+    """Raise a :class:`SpecError` unless ``output`` names each of ``width`` values per row."""
+    if width != len(output):
+        raise SpecError.at(
+            "output",
+            f"the model gives {width} value(s) per row, but output names "
+            f"{len(output)} column(s): {list(output)}",
+        )
+
+
 #: Why ``features``, ``target`` and ``output`` are refused for array input.
 _TABLE_ONLY = (
     "only for table input; with arrays, the chunk's columns are the features, source.y "
@@ -204,8 +215,10 @@ class FeatureRows:
     needs_y: bool = False
     allow_nan: bool = False
     classes: tuple[Any, ...] | None = None
-    #: The output column names the stage gives (checked here: arrays have none).
+    #: The output column names the stage gives (checked here: arrays have none),
+    #: and how many values per row the model will give, when known before the fit.
     output: tuple[str, ...] | None = None
+    width: int | None = None
 
     def __call__(self, data: Any, y: Any) -> tuple[np.ndarray, Any]:
         names = None
@@ -222,6 +235,8 @@ class FeatureRows:
                     f"{self.who} needs rows of features (a 2-D array); the chunk has shape "
                     f"{X.shape}"
                 )
+        if self.output is not None and self.width is not None:
+            check_output_names(self.width, self.output)
         if self.needs_y and y is None:
             raise SpecError.at(
                 "target",
@@ -631,12 +646,7 @@ class EstimatorApply:
         X, names = feature_array(data, self.features, self.target)
         out = self._apply(X, names)
         columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
-        if columns.shape[1] != len(self.output):
-            raise SpecError.at(
-                "output",
-                f"the model gives {columns.shape[1]} value(s) per row, but output names "
-                f"{len(self.output)} column(s): {list(self.output)}",
-            )
+        check_output_names(columns.shape[1], self.output)
         table = data
         for j, name in enumerate(self.output):
             values = pa.array(columns[:, j])

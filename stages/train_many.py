@@ -316,6 +316,9 @@ class TrainMany(Estimator):
             name=self.name or "train_many",
         )
 
+    def _unfitted_all(self) -> tuple[BaseEstimator, ...]:
+        return self.candidates
+
     def _resolve_strategy(self) -> None:
         if self.fit != "auto" or self.model is not None:
             raise SpecError.at("fit", "train_many always fits its candidates on all rows at once")

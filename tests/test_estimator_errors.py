@@ -387,6 +387,43 @@ def test_output_names_that_do_not_fit_the_model(tmp_path, rng):
         Pipeline({"parquet": str(path)}, [stage]).plan()
 
 
+@pytest.mark.parametrize(
+    ("stage", "width"),
+    [
+        pytest.param({"sklearn": "sklearn.linear_model.Ridge", "target": "label"}, 1, id="predict"),
+        pytest.param(
+            {
+                "sklearn": "sklearn.linear_model.SGDClassifier",
+                "params": {"loss": "log_loss"},
+                "classes": [0, 1],
+                "apply": "predict_proba",
+                "target": "label",
+            },
+            2,
+            id="predict_proba-of-given-classes",
+        ),
+        pytest.param(
+            {"sklearn": "sklearn.decomposition.PCA", "params": {"n_components": 2}},
+            2,
+            id="n_components",
+        ),
+    ],
+)
+def test_output_names_the_spec_can_count_are_checked_before_the_fit(tmp_path, rng, stage, width):
+    path, _, _ = table_model(tmp_path, rng)
+    features = ["f0", "f1", "f2", "f3"]
+    spec = {
+        "source": {"parquet": str(path)},
+        "stages": [{"name": "m", "features": features, "output": ["a", "b", "c"], **stage}],
+    }
+    with pytest.raises(
+        SpecError,
+        match=rf"^stage 'm'\.output: the model gives {width} value\(s\) per row, but output "
+        r"names 3 column\(s\)",
+    ):
+        Pipeline.from_dict(spec).plan()  # as validate and explain do: nothing fitted
+
+
 def test_a_saved_model_refuses_nans_as_its_fit_did(tmp_path, rng):
     path, table, _ = table_model(tmp_path, rng)
     f2 = table.column("f2").to_numpy().copy()
