@@ -40,7 +40,6 @@ __all__ = [
     "ModelApply",
     "as_float_rows",
     "check_finite",
-    "check_output_names",
     "check_same_features",
     "column_moments",
     "column_range",
@@ -182,7 +181,7 @@ def as_float_rows(X: Any, who: str = "the estimator", n_features: int | None = N
     return X
 
 
-def check_output_names(width: int, output: Sequence[str]) -> None:
+def _check_output_names(width: int, output: Sequence[str]) -> None:
     """Raise a :class:`SpecError` unless ``output`` names each of ``width`` values per row."""
     if width != len(output):
         raise SpecError.at(
@@ -236,7 +235,7 @@ class FeatureRows:
                     f"{X.shape}"
                 )
         if self.output is not None and self.width is not None:
-            check_output_names(self.width, self.output)
+            _check_output_names(self.width, self.output)
         if self.needs_y and y is None:
             raise SpecError.at(
                 "target",
@@ -646,7 +645,7 @@ class EstimatorApply:
         X, names = feature_array(data, self.features, self.target)
         out = self._apply(X, names)
         columns = out.reshape(out.shape[0], int(np.prod(out.shape[1:], dtype=np.int64)))
-        check_output_names(columns.shape[1], self.output)
+        _check_output_names(columns.shape[1], self.output)
         table = data
         for j, name in enumerate(self.output):
             values = pa.array(columns[:, j])
