@@ -32,7 +32,7 @@ from .blocks import ArrayMeta, TableMeta
 from .chunking import Chunk, plan_chunks
 from .datasets import TableChunk, TableRef, TableSource
 from .errors import SinkError, StageError
-from .fitting import Applied, Feed, FitRun, TrainingRows, model_file
+from .fitting import Applied, Feed, FitRun, PendingApply, TrainingRows, model_file
 from .parallel import ThreadTasks
 from .parquet import ParquetOptions, ParquetTarget, open_parts_folder
 from .plan import PassPlan, Plan, applied_model, reads_output_of, realize_pass
@@ -457,9 +457,17 @@ class _Run:
         seen = (p.input_meta, *p.stage_metas)[len(p.stages) - 1]
         if isinstance(seen, TableMeta):
             fitted = dataclasses.replace(fitted, columns=tuple(seen.schema.names))
-        model, path = model_file(fitted.model, self.workspace.path(f"model-{p.index}.joblib"))
-        fitted = dataclasses.replace(fitted, model=model)
-        self.models[stage.name] = applied_model(stage, fitted.model, path)
+        # A model applied by a later pass travels through a file, and every backend
+        # applies it as the file gives it back (see model_file); one that no pass
+        # applies (ChunkedEstimator.fit) is kept as fitted, at no cost.
+        if any(
+            isinstance(s, PendingApply) and s.fit.name == stage.name
+            for later in self.plan.passes
+            for s in later.stages
+        ):
+            model, path = model_file(fitted.model, self.workspace.path(f"model-{p.index}.joblib"))
+            fitted = dataclasses.replace(fitted, model=model)
+            self.models[stage.name] = applied_model(stage, fitted.model, path)
         self.result.models[stage.name] = fitted.model
         if fitted.trials is not None:
             self.result.trials[stage.name] = fitted.trials

@@ -59,15 +59,19 @@ def model_file(model: Any, path: str) -> tuple[Any, str | None]:
     is laid out in memory (a fitted IncrementalPCA's ``components_`` is a
     strided view; its unpickled copy is contiguous), and with the layout, the
     last bits of a matrix product. If pickle cannot store the model (a lambda
-    inside it, say), returns it as it is and ``None``: then only threads,
-    which share it in memory, can apply it.
+    inside it, say) or make it again from the file, returns it as it is and
+    ``None``: then only threads, which share it in memory, can apply it.
     """
     try:
         joblib.dump(model, path)
     except (pickle.PicklingError, TypeError, AttributeError):
         Path(path).unlink(missing_ok=True)
         return model, None
-    return joblib.load(path), path
+    try:
+        return joblib.load(path), path
+    except Exception:  # stored, but not made again (a handle it cannot reopen, say)
+        Path(path).unlink(missing_ok=True)
+        return model, None
 
 
 @dataclass(frozen=True)

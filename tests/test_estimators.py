@@ -258,6 +258,34 @@ def test_partial_fit_after_a_filter_sees_the_kept_rows_in_order(rng, tmp_path):
     np.testing.assert_array_equal(result.y, y[keep])
 
 
+def _refuse_to_reopen() -> None:
+    raise RuntimeError("this handle cannot be reopened")
+
+
+class _Handle:
+    """Like a native resource: pickled, it cannot be made again."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _refuse_to_reopen, ()
+
+
+class WithHandle(TransformerMixin, BaseEstimator):
+    def fit(self, X: Any, y: Any = None) -> WithHandle:
+        self.handle_ = _Handle()
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        return np.asarray(X) * 2.0
+
+
+@pytest.mark.parametrize("parallel", [SEQUENTIAL, THREADS], ids=["sequential", "threads"])
+def test_a_model_that_cannot_be_loaded_back_is_applied_in_memory(rng, tmp_path, parallel):
+    X, _ = make_xy(rng)
+    result = run(X, [Estimator(WithHandle(), fit="full", name="h")], tmp_path, **parallel)
+    np.testing.assert_array_equal(result.output, X * 2.0)
+
+
 def test_every_backend_applies_the_model_the_saved_file_holds(tmp_path):
     # A fitted IncrementalPCA's components_ is a strided view; pickled, it comes
     # back contiguous, and its matrix products differ in the last bits (on these
