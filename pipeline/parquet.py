@@ -395,10 +395,20 @@ class ParquetTarget:
             self._refuse_append(ours, old, theirs)
 
     def _first_file(self) -> Path | None:
-        """A file of the existing dataset, whose schema readers take for all of it."""
+        """A file of the existing dataset, whose schema readers take for all of it.
+
+        As pyarrow's dataset discovery does, files under names that start with
+        ``_`` or ``.`` (another writer's ``_temporary``, hidden files) are not
+        the dataset's.
+        """
         if not self.path.is_dir():
             return None
-        return next((p for p in sorted(self.path.rglob("*.parquet")) if p.is_file()), None)
+        files = (
+            p
+            for p in sorted(self.path.rglob("*.parquet"))
+            if not any(part.startswith(("_", ".")) for part in p.relative_to(self.path).parts)
+        )
+        return next((p for p in files if p.is_file()), None)
 
     def _refuse_append(self, ours: list[Any], old: Path, theirs: list[Any]) -> NoReturn:
         raise SinkError(

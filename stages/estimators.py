@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import joblib
 import numpy as np
 from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.decomposition import PCA, IncrementalPCA, TruncatedSVD
 from sklearn.utils import get_tags
 
 from pipeline.chunking import counted, format_bytes
@@ -92,6 +93,12 @@ _OPENMP = (
     "KMeans",
     "MiniBatchKMeans",
 )
+
+
+# Decompositions whose transform gives exactly n_components values per row, when
+# it is an integer (or whose fit refuses it). Others may give fewer (KernelPCA
+# and Nystroem on fewer rows) or ignore it (FastICA without whitening).
+_EXACT_COMPONENTS = (PCA, IncrementalPCA, TruncatedSVD)
 
 
 # The numpydoc entry of ``n_jobs`` in a docstring: its header line and the
@@ -534,9 +541,10 @@ class Estimator(Fit):
         if self.method in ("predict", "score_samples"):  # a table's target is one column
             return 1
         if self.method == "predict_proba" and self.classes is not None:
-            return len(self.classes)
-        if self.method == "transform":
-            counts = {e.get_params(deep=False).get("n_components") for e in self._unfitted_all()}
+            return len(set(self.classes))  # scikit-learn keeps each class once
+        estimators = self._unfitted_all()
+        if self.method == "transform" and all(type(e) in _EXACT_COMPONENTS for e in estimators):
+            counts = {e.get_params(deep=False).get("n_components") for e in estimators}
             count = counts.pop() if len(counts) == 1 else None
             if isinstance(count, int) and not isinstance(count, bool):
                 return count

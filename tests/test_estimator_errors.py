@@ -424,6 +424,36 @@ def test_output_names_the_spec_can_count_are_checked_before_the_fit(tmp_path, rn
         Pipeline.from_dict(spec).plan()  # as validate and explain do: nothing fitted
 
 
+@pytest.mark.parametrize(
+    "stage",
+    [
+        pytest.param(
+            {"sklearn": "sklearn.kernel_approximation.Nystroem", "params": {"n_components": 200}},
+            id="fewer-rows-than-components",
+        ),
+        pytest.param(
+            {
+                "sklearn": "sklearn.linear_model.SGDClassifier",
+                "params": {"loss": "log_loss"},
+                "classes": [0, 1, 1],
+                "apply": "predict_proba",
+                "target": "label",
+            },
+            id="a-class-listed-twice",
+        ),
+    ],
+)
+def test_output_names_the_spec_cannot_count_wait_for_the_model(tmp_path, rng, stage):
+    path, _, _ = table_model(tmp_path, rng)
+    names = ["a", "b"] if "classes" in stage else [f"c{j}" for j in range(N)]
+    spec = {
+        "source": {"parquet": str(path)},
+        "stages": [{"name": "m", "features": ["f0", "f1", "f2", "f3"], "output": names, **stage}],
+    }
+    table = Pipeline.from_dict(spec).run(progress=False).output
+    assert table.column_names[-len(names) :] == names
+
+
 def test_a_saved_model_refuses_nans_as_its_fit_did(tmp_path, rng):
     path, table, _ = table_model(tmp_path, rng)
     f2 = table.column("f2").to_numpy().copy()

@@ -633,6 +633,20 @@ def test_appending_other_columns_is_refused_before_any_work(data: Path, target: 
     untouched.check()
 
 
+def test_files_readers_skip_do_not_decide_the_appended_columns(data: Path, target: Path) -> None:
+    # Another writer's leftovers: names under _ or . are not the dataset's.
+    (target / "_temporary").mkdir()
+    pq.write_table(pa.table({"other": [1.0]}), target / "_temporary" / "part-0.parquet")
+    pq.write_table(pa.table({"other": [1.0]}), target / ".cat=x.parquet")
+    Pipeline(
+        {"parquet": str(data), "columns": ["id", "cat"]},
+        [],
+        sink={"parquet": str(target), "mode": "append", "partition_by": ["cat"]},
+    ).run(progress=False)
+    ids = pq.read_table(target, columns=["id"])["id"].to_pylist()
+    assert sorted(ids) == [*range(60), 100, 101, 102]
+
+
 def test_appending_columns_of_other_types_leaves_the_dataset_as_it_was(
     data: Path, target: Path
 ) -> None:
