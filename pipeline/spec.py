@@ -305,7 +305,7 @@ def normalize_stages(value: Any) -> tuple[Stage, ...]:
         if made.name in seen:
             issues.append(
                 SpecIssue(
-                    f"[{i}].name",
+                    f"{label}.name",
                     f"duplicate stage name {made.name!r} (also stages[{seen[made.name]}]); "
                     "give each stage a unique name",
                 )

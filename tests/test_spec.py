@@ -425,7 +425,7 @@ def test_duplicate_stage_names() -> None:
     spec = stage_with(2, name="clean")
     raises_spec_error(
         spec,
-        r"^stages\[2\]\.name: duplicate stage name 'clean' \(also stages\[0\]\); "
+        r"^stages\[2\] \(clean\)\.name: duplicate stage name 'clean' \(also stages\[0\]\); "
         r"give each stage a unique name$",
     )
 
@@ -568,7 +568,7 @@ def test_all_problems_in_a_spec_are_reported_together() -> None:
             "stages[0] (a).map",
             "stages[1] (b).n_jobs",
             "stages[2] (c).reduce",
-            "stages[4].name",
+            "stages[4] (d).name",
             "sink.npy",
         ]
     )
