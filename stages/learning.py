@@ -621,8 +621,9 @@ class EstimatorApply:
 
     On a table, the model sees the ``features`` columns (default: every
     column but ``target``) and its output becomes the columns ``output``,
-    appended, or replacing columns of the same name (``named``: the spec
-    gave them; arrays have no column names to give). A chunk whose number of
+    appended, or replacing columns of the same name, whose nulls stay null
+    where the model gave NaN (``named``: the spec gave the names; arrays
+    have no column names to give). A chunk whose number of
     features is not the model's (``n_features``) is a mistake in the spec,
     such as applying a saved ``model`` to other data: it raises a
     :class:`~pipeline.errors.SpecError` naming ``model`` (where it came from).
@@ -648,11 +649,18 @@ class EstimatorApply:
         _check_output_names(columns.shape[1], self.output)
         table = data
         for j, name in enumerate(self.output):
-            values = pa.array(columns[:, j])
-            if name in table.column_names:
-                table = table.set_column(table.column_names.index(name), name, values)
-            else:
-                table = table.append_column(name, values)
+            values = columns[:, j]
+            if name not in data.column_names:
+                table = table.append_column(name, pa.array(values))
+                continue
+            # A value missing in stays missing out: the NaN a null became (a
+            # scaler's, say) is written as null; a value a model filled in is kept.
+            before = data.column(name)
+            missing = None
+            if before.null_count and values.dtype.kind == "f":
+                missing = np.isnan(values) & before.is_null().to_numpy(zero_copy_only=False)
+            replaced = pa.array(values, mask=missing)
+            table = table.set_column(table.column_names.index(name), name, replaced)
         return table
 
     def _apply(self, X: Any, names: Sequence[str] | None) -> np.ndarray:

@@ -522,6 +522,26 @@ def test_table_features_target_and_output_columns(rng, tmp_path):
     np.testing.assert_array_equal(model.coef_, LogisticRegression().fit(scaled, y).coef_)
 
 
+def test_a_replaced_column_keeps_its_nulls(tmp_path):
+    # The scaler carries NaN for a missing value: written back as null, so that a
+    # later fill_null or null count still sees it. An imputer's filled value stays.
+    table = pa.table({"a": [1.0, None, 3.0, 5.0], "b": [2.0, 4.0, None, 8.0]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    source = {"parquet": str(tmp_path / "t.parquet")}
+    scaled = run(
+        source, [Estimator(StandardScaler(), output=["a", "b"], name="s")], tmp_path
+    ).output
+    assert scaled["a"].null_count == scaled["b"].null_count == 1
+    assert scaled["a"].is_null().to_pylist() == [False, True, False, False]
+    np.testing.assert_allclose(
+        scaled["a"].drop_null().to_numpy(), [-1.224744871391589, 0, 1.224744871391589]
+    )
+    imputer = Estimator("sklearn.impute.SimpleImputer", output=["a", "b"], name="i")
+    filled = run(source, [imputer], tmp_path).output
+    assert filled["a"].to_pylist() == [1.0, 3.0, 3.0, 5.0]
+    assert filled["b"].null_count == 0
+
+
 def test_table_default_features_are_every_column_but_the_target(rng, tmp_path):
     X, y = make_xy(rng)
     source = {
