@@ -44,6 +44,7 @@ from .sinks import (
     Sink,
     allocate_npy,
     assemble_parts,
+    final_path,
     read_parts,
     reductions_as_json,
     stage_files,
@@ -167,6 +168,7 @@ def _npy_destination(
 ) -> str:
     """Where a pass writes an ``.npy``: beside the sink's final path, or in the workspace."""
     if p.output == "sink" and final is not None:
+        final = final_path(final)
         try:
             os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
         except OSError as exc:

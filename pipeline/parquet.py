@@ -177,7 +177,8 @@ class ParquetTarget:
     """The commit protocol of one Parquet output: staging folder -> final path."""
 
     def __init__(self, path: str, options: ParquetOptions) -> None:
-        self.path = Path(path)
+        # Through a symbolic link: what it points to is replaced, not the link.
+        self.path = Path(os.path.realpath(path))
         self.options = options
         self.token = secrets.token_hex(4)
         self.staging = self.path.with_name(f".{self.path.name}.chunkline-{self.token}.tmp")

@@ -41,6 +41,7 @@ __all__ = [
     "allocate_npy",
     "assemble_parts",
     "atomic_write_json",
+    "final_path",
     "write_json",
     "read_parts",
     "reductions_as_json",
@@ -50,6 +51,16 @@ __all__ = [
     "write_part",
     "write_rows",
 ]
+
+
+def final_path(path: str | os.PathLike[str]) -> str:
+    """The path an output replaces: where ``path`` leads, through any symbolic link.
+
+    A nightly job often writes through a link (``out -> /data/2026-12-02``):
+    the rename must replace the file or folder the link points to, beside
+    it on its own filesystem, and leave the link a link.
+    """
+    return os.path.realpath(path)
 
 
 def temporary_sibling(final: str | os.PathLike[str]) -> str:
@@ -75,6 +86,7 @@ def stage_files(
     pairs: list[tuple[str | None, str]] = []
     try:
         for final, write in writers.items():
+            final = final_path(final)
             if write is None:
                 pairs.append((None, final))
                 continue
@@ -310,6 +322,7 @@ def write_json(path: str | os.PathLike[str], value: Any) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as JSON to ``path`` via a temporary file and a rename."""
+    path = final_path(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:

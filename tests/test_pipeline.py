@@ -590,6 +590,23 @@ def fails_on_its_second_chunk(x: np.ndarray) -> np.ndarray:
     return -x
 
 
+def test_outputs_are_written_through_symbolic_links(tmp_path):
+    # Jobs often write through a link ("today -> 2026-12-02"): the file it
+    # points to is replaced, and the link stays a link.
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in ("x.npy", "stats.json"):
+        (real / name).write_bytes(b"old")
+        (tmp_path / name).symlink_to(real / name)
+    x = np.arange(8.0).reshape(4, 2)
+    sink = {"npy": str(tmp_path / "x.npy"), "reductions": str(tmp_path / "stats.json")}
+    run(x, [Map(np.negative), Reduce("max", name="m")], tmp_path, chunks=2, sink=sink)
+    assert (tmp_path / "x.npy").is_symlink() and (tmp_path / "stats.json").is_symlink()
+    assert_bitwise(np.load(real / "x.npy"), -x)
+    assert json.loads((real / "stats.json").read_text())["m"] == [-0.0, -1.0]
+    assert sorted(os.listdir(real)) == ["stats.json", "x.npy"]
+
+
 def test_an_npy_sink_may_rewrite_its_own_source(tmp_path):
     path = tmp_path / "x.npy"
     x = np.arange(8.0).reshape(4, 2)

@@ -621,6 +621,23 @@ def test_a_target_that_appears_during_the_run_is_not_replaced(data: Path, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "fresh"]
 
 
+@pytest.mark.parametrize("mode", ["overwrite", "append"])
+def test_a_dataset_is_written_through_a_symbolic_link(
+    data: Path, target: Path, tmp_path: Path, mode: str
+) -> None:
+    link = tmp_path / "latest"
+    link.symlink_to(target)
+    Pipeline(
+        {"parquet": str(data), "columns": ["id", "cat"]},
+        [],
+        sink={"parquet": str(link), "mode": mode, "partition_by": ["cat"]},
+    ).run(progress=False)
+    assert link.is_symlink()
+    ids = sorted(pq.read_table(target, columns=["id"])["id"].to_pylist())
+    assert ids == [*range(60)] + ([100, 101, 102] if mode == "append" else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "latest", "out"]
+
+
 def test_appending_other_columns_is_refused_before_any_work(data: Path, target: Path) -> None:
     untouched = Untouched(target)
     pipe = Pipeline({"parquet": str(data)}, [], sink={"parquet": str(target), "mode": "append"})
