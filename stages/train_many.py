@@ -374,7 +374,12 @@ class TrainMany(Estimator):
             return [(slice(0, cut), slice(cut, n))]
         if n < amount:
             raise DataError(f"{n} rows are too few for {amount} folds (score.cv)")
-        return list(KFold(n_splits=int(amount)).split(np.zeros(n)))
+        # KFold's test rows are consecutive: a slice, a view of the memmap. The
+        # training rows around them are copied in the worker.
+        return [
+            (train, slice(int(test[0]), int(test[-1]) + 1))
+            for train, test in KFold(n_splits=int(amount)).split(np.zeros(n))
+        ]
 
     def _trials(self, jobs: list[Any], done: list[Any]) -> list[dict[str, Any]]:
         """One row per candidate: its class, its identifying parameters, score, fit time.
