@@ -240,8 +240,8 @@ class TrainMany(Estimator):
     score
         ``{"holdout": 0.2}`` (default: train on the first 80% of the rows,
         score on the last 20%, no copies) or ``{"cv": k}`` (k-fold
-        cross-validation; each fold's training rows are copied; the best
-        candidate is then refitted on all rows).
+        cross-validation; a fold's test rows are a view, its training rows
+        are copied; the best candidate is then refitted on all rows).
     scoring
         A scikit-learn scorer name (``"r2"``, ``"roc_auc"``...); default the
         estimator's own ``score``.
