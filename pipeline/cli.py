@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 the run failed (bad input data, a stage error, an
 output that could not be written), 2 a usage or spec error (nothing ran, but
-for output names that only a fitted model can count),
+for checks that need the fitted model, such as output names only it can count),
 130 interrupted with Ctrl-C, 143 stopped with SIGTERM and 129 with SIGHUP (as
 a scheduler or a closed terminal stops a job). When interrupted, the workspace
 is removed and outputs are left untouched; further signals are ignored until

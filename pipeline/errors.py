@@ -3,7 +3,8 @@
 ::
 
     ChunklineError                 base of everything below
-    ├── SpecError (ValueError)     the pipeline as declared is wrong; nothing ran
+    ├── SpecError (ValueError)     the pipeline as declared is wrong: found before
+    │                              running, or once a model it needs is fitted
     │                              (CLI exit code 2). Carries every problem found.
     ├── SourceError (OSError)      an input file is missing, unreadable or not what
     │                              it claims to be (CLI exit code 1)

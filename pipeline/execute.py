@@ -474,7 +474,7 @@ class _Run:
         if fitted.trials is not None:
             self.result.trials[stage.name] = fitted.trials
         if self.sink.models is not None:
-            self.commit.make_folder(self.sink.models, "sink.models")
+            self.commit.make_folder(final_path(self.sink.models), "sink.models")
             try:
                 self.commit.moves.extend(stage.save_model(fitted, self.sink.models))
             except Exception as exc:  # pickling errors, full disks, ...
@@ -563,7 +563,7 @@ def execute_plan(
         if sink.reductions is not None:
             # Committed with the other outputs: never beside a failed run's data.
             statistics = reductions_as_json(result.reductions, sink.reductions)
-            commit.make_folder(os.path.dirname(os.path.abspath(sink.reductions)), "sink.reductions")
+            commit.make_folder(os.path.dirname(final_path(sink.reductions)), "sink.reductions")
             commit.moves.extend(
                 stage_files({sink.reductions: lambda path: write_json(path, statistics)})
             )

@@ -293,7 +293,8 @@ def _sink_inside_source(source: Any, sink: Sink) -> list[SpecIssue]:
     """A dataset written inside the folder it is read from grows with every run.
 
     So does one appended to its own source; overwriting it is fine (the run
-    reads it all before the commit replaces it).
+    reads it all before the commit replaces it). A source inside the target
+    would be deleted with the target's old contents.
     """
     if sink.parquet is None or not isinstance(source, TableSource):
         return []
@@ -311,6 +312,14 @@ def _sink_inside_source(source: Any, sink: Sink) -> list[SpecIssue]:
                     f"{sink.parquet} is {'' if target == folder else 'inside '}the source "
                     f"folder {path}: each run would "
                     "read the rows the runs before it wrote; write it elsewhere",
+                )
+            ]
+        if target != folder and os.path.commonpath([target, folder]) == target:
+            return [
+                SpecIssue(
+                    "sink.parquet",
+                    f"the source {path} is inside {sink.parquet}: replacing or adding to it "
+                    "would change or delete the source; write it elsewhere",
                 )
             ]
     return []

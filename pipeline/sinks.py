@@ -86,10 +86,10 @@ def stage_files(
     pairs: list[tuple[str | None, str]] = []
     try:
         for final, write in writers.items():
-            final = final_path(final)
-            if write is None:
+            if write is None:  # the stale name goes, not what a link there points to
                 pairs.append((None, final))
                 continue
+            final = final_path(final)
             temporary = temporary_sibling(final)
             pairs.append((temporary, final))
             write(temporary)
@@ -427,6 +427,15 @@ class Sink:
         """
         if self.parquet is not None:
             ParquetTarget(self.parquet, self.parquet_options).check()
+        given = {key: getattr(self, key) for key in _PATHS if getattr(self, key) is not None}
+        resolved = [final_path(path) for path in given.values()]
+        if len(set(resolved)) < len(resolved):  # two names, one file: links
+            raise SinkError(
+                "sink: "
+                + ", ".join(f"{key} {path}" for key, path in given.items())
+                + " lead to the same file or folder through symbolic links; each output "
+                "needs its own"
+            )
         for key in _PATHS:
             path = getattr(self, key)
             if path is None:

@@ -802,6 +802,24 @@ def test_a_saved_model_replaces_every_file_of_the_earlier_one(tmp_path, rng, mon
     assert sorted(os.listdir(models)) == ["scale.joblib", "scale.json"]
 
 
+def test_a_stale_model_link_goes_but_not_what_it_points_to(tmp_path, rng, monkeypatch):
+    X, _ = data(rng)
+    models = tmp_path / "models"
+    models.mkdir()
+    elsewhere = tmp_path / "precious.skops"
+    elsewhere.write_bytes(b"not ours")
+    (models / "scale.skops").symlink_to(elsewhere)
+    monkeypatch.setitem(sys.modules, "skops.io", None)  # no .skops this time: it is stale
+    Pipeline(
+        X,
+        [Estimator("sklearn.preprocessing.StandardScaler", name="scale")],
+        sink={"models": str(models)},
+        n_jobs=1,
+    ).run(progress=False)
+    assert sorted(os.listdir(models)) == ["scale.joblib", "scale.json"]
+    assert elsewhere.read_bytes() == b"not ours"
+
+
 def test_a_fit_stage_name_must_be_a_file_name():
     spec_error(
         {"name": "../up", "sklearn": "sklearn.preprocessing.StandardScaler"},

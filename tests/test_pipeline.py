@@ -24,7 +24,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import Filter, Map, Pipeline, Reduce, RunResult, StageError
+from pipeline import Filter, Map, Pipeline, Reduce, RunResult, SinkError, StageError
 from pipeline.sinks import allocate_npy, to_jsonable, write_rows
 from pipeline.sources import ArraySource, read_npy_ref, shared_mappings
 from stages.arrays import rolling_mean
@@ -605,6 +605,25 @@ def test_outputs_are_written_through_symbolic_links(tmp_path):
     assert_bitwise(np.load(real / "x.npy"), -x)
     assert json.loads((real / "stats.json").read_text())["m"] == [-0.0, -1.0]
     assert sorted(os.listdir(real)) == ["stats.json", "x.npy"]
+
+
+def test_two_outputs_that_lead_to_one_file_are_refused(tmp_path):
+    (tmp_path / "real.npy").write_bytes(b"old")
+    for name in ("a.npy", "b.npy"):
+        (tmp_path / name).symlink_to(tmp_path / "real.npy")
+    x, y = np.zeros((4, 2)), np.arange(4.0)
+    sink = {"npy": str(tmp_path / "a.npy"), "y": str(tmp_path / "b.npy")}
+    with pytest.raises(SinkError, match=r"lead to the same file or folder through symbolic"):
+        run(ArraySource(x, y), [Map(np.negative)], tmp_path, sink=sink)
+    assert (tmp_path / "real.npy").read_bytes() == b"old"
+
+
+def test_a_dangling_link_is_written_through(tmp_path):
+    # The folder the link leads to is made, as for any new output.
+    (tmp_path / "stats.json").symlink_to(tmp_path / "missing" / "stats.json")
+    sink = {"reductions": str(tmp_path / "stats.json")}
+    run(np.ones((4, 2)), [Reduce("max", name="m")], tmp_path, sink=sink)
+    assert json.loads((tmp_path / "missing" / "stats.json").read_text())["m"] == [1.0, 1.0]
 
 
 def test_an_npy_sink_may_rewrite_its_own_source(tmp_path):

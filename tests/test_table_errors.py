@@ -487,15 +487,10 @@ def test_missing_source_path(
     missing = tmp_path / "nowhere" / "events"
     with pytest.raises(SourceError, match=rf"source file not found: {re.escape(str(missing))}"):
         run_pipeline({"parquet": str(missing)}, target)
+    pq.write_table(make_table(3, 0), tmp_path / "a.parquet")
     with pytest.raises(SourceError, match=r"source file not found: .*b\.parquet"):
         run_pipeline(
-            {
-                "parquet": [
-                    str(tmp_path / "out" / "part-00001-0000.parquet"),
-                    str(tmp_path / "b.parquet"),
-                ]
-            },
-            target,
+            {"parquet": [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]}, target
         )
     code, err = run_cli(
         write_spec(tmp_path, {"parquet": str(missing)}, overwrite_sink(target)), capsys
@@ -636,6 +631,21 @@ def test_a_dataset_is_written_through_a_symbolic_link(
     ids = sorted(pq.read_table(target, columns=["id"])["id"].to_pylist())
     assert ids == [*range(60)] + ([100, 101, 102] if mode == "append" else [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "latest", "out"]
+
+
+def test_a_target_that_holds_the_source_is_refused(data: Path, tmp_path: Path) -> None:
+    # Overwriting "latest" would delete its old contents, the source among them.
+    latest = tmp_path / "latest"
+    latest.mkdir()
+    shutil.move(data, latest / "input")
+    untouched = Untouched(latest)
+    with pytest.raises(SpecError, match=r"^sink\.parquet: the source .*input is inside .*latest"):
+        Pipeline(
+            {"parquet": str(latest / "input")},
+            [],
+            sink={"parquet": str(latest), "mode": "overwrite"},
+        ).run(progress=False)
+    untouched.check()
 
 
 def test_appending_other_columns_is_refused_before_any_work(data: Path, target: Path) -> None:
