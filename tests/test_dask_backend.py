@@ -74,6 +74,26 @@ def test_dask_backend_gives_the_n_jobs_1_result(cluster, source, tmp_path):
     assert_identical(result.reductions, expected.reductions)
 
 
+def test_dask_applies_a_fitted_model_as_its_saved_file_gives_it(cluster, tmp_path):
+    # As on the other backends (tests/test_estimators.py): a fitted
+    # IncrementalPCA's strided components_ come back contiguous from its file,
+    # and dask's workers, like the parent, apply the file's model.
+    from sklearn.decomposition import IncrementalPCA
+
+    from stages import Estimator
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((240, 5)) * np.arange(1, 6) + np.arange(5)
+    stage = Estimator(IncrementalPCA(2), name="pca")
+    sink = {"npy": str(tmp_path / "out.npy"), "models": str(tmp_path / "models")}
+    with distributed.Client(cluster):
+        Pipeline(X, [stage], sink=sink, chunks=40, backend="dask").run(progress=False)
+    saved = joblib.load(tmp_path / "models" / "pca.joblib")
+    sequential = Pipeline(X, [stage], chunks=40, backend="sequential").run(progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), saved.transform(X))
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), sequential.output)
+
+
 def test_dask_backend_from_the_callers_parallel_config(cluster, source, tmp_path):
     expected = run(source, tmp_path, "local", n_jobs=1)
     with distributed.Client(cluster), joblib.parallel_config(backend="dask"):

@@ -787,29 +787,20 @@ def test_a_model_that_cannot_be_saved_leaves_no_file_behind(tmp_path, rng):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_saved_model_replaces_every_file_of_the_earlier_one(tmp_path, rng, monkeypatch):
-    X, _ = data(rng)
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "scale.skops").write_bytes(b"an older model")
-    monkeypatch.setitem(sys.modules, "skops.io", None)  # as if skops were not installed
-    Pipeline(
-        X,
-        [Estimator("sklearn.preprocessing.StandardScaler", name="scale")],
-        sink={"models": str(models)},
-        n_jobs=1,
-    ).run(progress=False)
-    assert sorted(os.listdir(models)) == ["scale.joblib", "scale.json"]
-
-
-def test_a_stale_model_link_goes_but_not_what_it_points_to(tmp_path, rng, monkeypatch):
+@pytest.mark.parametrize("stale", ["file", "link"])
+def test_a_saved_model_replaces_every_file_of_the_earlier_one(tmp_path, rng, monkeypatch, stale):
+    # No .skops this time (as if skops were not installed): the earlier one is
+    # stale and goes; if it is a link, the link goes, not what it points to.
     X, _ = data(rng)
     models = tmp_path / "models"
     models.mkdir()
     elsewhere = tmp_path / "precious.skops"
     elsewhere.write_bytes(b"not ours")
-    (models / "scale.skops").symlink_to(elsewhere)
-    monkeypatch.setitem(sys.modules, "skops.io", None)  # no .skops this time: it is stale
+    if stale == "file":
+        (models / "scale.skops").write_bytes(b"an older model")
+    else:
+        (models / "scale.skops").symlink_to(elsewhere)
+    monkeypatch.setitem(sys.modules, "skops.io", None)
     Pipeline(
         X,
         [Estimator("sklearn.preprocessing.StandardScaler", name="scale")],
